@@ -1,0 +1,63 @@
+"""Predictor: face crops in, (age_years, p_female) out, whatever the backend.
+
+`load_predictor(path)` picks the backend from the file: a training checkpoint (.ckpt) runs on
+PyTorch, an exported model (.onnx) on onnxruntime. Both take the same input (RGB uint8 crops)
+through the one preprocessing path and return the same thing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agegender.checkpoint import load_checkpoint
+from agegender.preprocess import to_batch
+
+
+class Predictor(ABC):
+    """Base class: subclasses implement `predict_batch` on a ready uint8 NCHW batch."""
+
+    image_size: int
+    meta: dict[str, Any]
+    backend: str
+
+    @abstractmethod
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 [N, 3, S, S] RGB -> float32 [N, 2]: columns age_years, p_female."""
+
+    def predict(self, crops: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 crops of any size -> float32 [N, 2] (age_years, p_female)."""
+        if len(crops) == 0:
+            return np.zeros((0, 2), dtype=np.float32)
+        return self.predict_batch(to_batch(crops, self.image_size))
+
+
+class TorchPredictor(Predictor):
+    backend = "torch"
+
+    def __init__(self, checkpoint_path: str | Path, device: str = "cpu") -> None:
+        loaded = load_checkpoint(checkpoint_path)
+        self.device = torch.device(device)
+        self.net = loaded.net.to(self.device).eval()
+        self.meta = loaded.meta
+        self.image_size = loaded.image_size
+
+    @torch.inference_mode()
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        images = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        age, logit = self.net(images)
+        return torch.stack([age, torch.sigmoid(logit)], dim=1).float().cpu().numpy()
+
+
+def load_predictor(path: str | Path, device: str = "cpu") -> Predictor:
+    """A Predictor for a training checkpoint (.ckpt) or an exported ONNX model (.onnx)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from agegender.inference.onnx_backend import OnnxPredictor  # onnxruntime only if used
+
+        return OnnxPredictor(path)
+    return TorchPredictor(path, device=device)

@@ -1,0 +1,174 @@
+"""AgeGenderNet: MobileNetV2 features -> pooled vector -> dense neck -> age and gender heads.
+
+The network takes RGB pixels in 0..255 (uint8 or float) and normalises them itself, so every
+caller (training, evaluation, live, ONNX) feeds the same thing and none can get it wrong.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# What each supported backbone needs: constructor, ImageNet weights, pooled feature size.
+BACKBONES = {
+    "mobilenet_v2": (mobilenet_v2, MobileNet_V2_Weights.IMAGENET1K_V1, 1280),
+}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """ImageNet weights could not be loaded (offline, missing or wrong file)."""
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture of AgeGenderNet; stored in every checkpoint to rebuild the network."""
+
+    backbone: str = "mobilenet_v2"
+    hidden_units: int = 128
+    dropout: float = 0.3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AgeGenderNet(nn.Module):
+    """Backbone + neck + two heads. `forward` returns (age_years [B], gender_logit [B])."""
+
+    def __init__(self, config: NetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or NetConfig()
+        if self.config.backbone not in BACKBONES:
+            raise ValueError(
+                f"unknown backbone '{self.config.backbone}'; choose one of {sorted(BACKBONES)}"
+            )
+        build, _, feature_dim = BACKBONES[self.config.backbone]
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+        self.features = build(weights=None).features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = feature_dim
+        self.neck = nn.Sequential(
+            nn.Linear(feature_dim, self.config.hidden_units),
+            nn.ReLU(inplace=True),
+            nn.Dropout(self.config.dropout),
+        )
+        self.age_head = nn.Linear(self.config.hidden_units, 1)
+        self.gender_head = nn.Linear(self.config.hidden_units, 1)
+        self.frozen_blocks = 0  # features[:frozen_blocks] are frozen
+
+    # -- forward pieces -------------------------------------------------------------------
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB 0..255 (any dtype) -> ImageNet-normalised float."""
+        return (images.float() - self.pixel_mean) / self.pixel_std
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features [B, feature_dim] for RGB 0..255 images [B, 3, H, W]."""
+        return self.pool(self.features(self.normalize(images))).flatten(1)
+
+    def heads(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Neck and heads on pooled features: (age_years [B], gender_logit [B])."""
+        hidden = self.neck(embedding)
+        return self.age_head(hidden).squeeze(1), self.gender_head(hidden).squeeze(1)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.embed(images))
+
+    # -- freezing -------------------------------------------------------------------------
+    @property
+    def num_blocks(self) -> int:
+        return len(self.features)
+
+    def freeze_blocks(self, trainable_from: int | None) -> None:
+        """Freeze `features[:trainable_from]`; None freezes the whole backbone, 0 none of it.
+
+        Frozen blocks get requires_grad=False and keep their BatchNorm layers in eval mode
+        even while training (what Keras does for non-trainable layers), so their running
+        statistics never move.
+        """
+        n = self.num_blocks if trainable_from is None else int(trainable_from)
+        if not 0 <= n <= self.num_blocks:
+            raise ValueError(f"trainable_from must be in 0..{self.num_blocks} or null, got {n}")
+        self.frozen_blocks = n
+        for index, block in enumerate(self.features):
+            block.requires_grad_(index >= n)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> AgeGenderNet:
+        super().train(mode)
+        for block in self.features[: self.frozen_blocks]:
+            block.eval()
+        return self
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return self.frozen_blocks == self.num_blocks
+
+    def init_age_bias(self, mean_age: float) -> None:
+        """Start the age head at the training mean, so early epochs learn shape, not offset."""
+        with torch.no_grad():
+            self.age_head.bias.fill_(float(mean_age))
+
+    # -- ImageNet weights -----------------------------------------------------------------
+    def load_pretrained(self, pretrained: str, weights: str | Path | None = None) -> None:
+        """Load ImageNet weights into the backbone: pretrained='imagenet' or 'none'.
+
+        `weights` is a local state-dict file of the torchvision backbone (used instead of the
+        download). Without it, torchvision's file is taken from the torch hub cache, or
+        downloaded there once.
+        """
+        if pretrained == "none":
+            return
+        if pretrained != "imagenet":
+            raise ValueError(f"model.pretrained must be 'imagenet' or 'none', got '{pretrained}'")
+        state = _load_weights_file(Path(weights)) if weights else self._download_imagenet()
+        backbone = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
+        if not backbone:
+            raise PretrainedWeightsError(
+                f"{weights}: no 'features.*' entries; expected a torchvision "
+                f"{self.config.backbone} state dict"
+            )
+        try:
+            self.features.load_state_dict(backbone)
+        except RuntimeError as error:
+            raise PretrainedWeightsError(
+                f"{weights or 'ImageNet weights'} do not fit {self.config.backbone}: {error}"
+            ) from error
+
+    def _download_imagenet(self) -> dict[str, torch.Tensor]:
+        _, enum, _ = BACKBONES[self.config.backbone]
+        file_name = Path(enum.url).name
+        target = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+        try:
+            return torch.hub.load_state_dict_from_url(enum.url, progress=True, weights_only=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as error:
+            raise PretrainedWeightsError(
+                f"could not get ImageNet weights for {self.config.backbone} ({error}). "
+                f"Offline? Download {enum.url} elsewhere and put it at {target}, "
+                f"or pass model.weights=PATH to a local copy, or train from scratch with "
+                f"model.pretrained=none"
+            ) from error
+
+
+def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise PretrainedWeightsError(
+            f"model.weights={path}: no such file; give the path of a torchvision state dict "
+            f"or use model.pretrained=none"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for bad files
+        raise PretrainedWeightsError(f"{path}: not a readable state dict ({error})") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise PretrainedWeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state

@@ -1,0 +1,125 @@
+"""AgeGenderModule: losses, metrics, optimiser and scheduler around AgeGenderNet.
+
+Batches are dicts: {"image": uint8 [B,3,H,W], "age": float [B], "gender": float [B]}; a batch
+that carries "embedding" (pooled backbone features, from the frozen-phase feature cache)
+instead of "image" goes straight to the heads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy
+
+from agegender.checkpoint import META_KEY
+from agegender.model import AgeGenderNet, NetConfig
+
+STAGES = ("train", "val", "test")
+AGE_LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
+
+
+def build_age_loss(name: str, huber_delta: float = 5.0) -> nn.Module:
+    if name not in AGE_LOSSES:
+        raise ValueError(f"loss.age must be one of {sorted(AGE_LOSSES)}, got '{name}'")
+    return nn.HuberLoss(delta=huber_delta) if name == "huber" else AGE_LOSSES[name]()
+
+
+class AgeGenderModule(L.LightningModule):
+    def __init__(
+        self,
+        net: dict[str, Any],
+        meta: dict[str, Any],
+        loss: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
+        trainable_from: int | None = None,
+    ) -> None:
+        super().__init__()
+        # Plain dicts only: checkpoints must load with torch.load(weights_only=True).
+        self.save_hyperparameters()
+        loss = loss or {}
+        self.optim_cfg = optim or {}
+        self.meta = meta
+        self.net = AgeGenderNet(NetConfig(**net))
+        self.net.freeze_blocks(trainable_from)
+        self.age_loss = build_age_loss(loss.get("age", "l1"), loss.get("huber_delta", 5.0))
+        self.gender_loss = nn.BCEWithLogitsLoss()
+        self.w_age = float(loss.get("w_age", 1.0))
+        self.w_gender = float(loss.get("w_gender", 1.0))
+        # ModuleDict keys cannot be "train" (an nn.Module method), hence the "_metrics" suffix.
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_metrics": MetricCollection(
+                    {
+                        "age_mae": MeanAbsoluteError(),
+                        "gender_acc": BinaryAccuracy(),
+                        "loss": MeanMetric(),
+                        "age_loss": MeanMetric(),
+                        "gender_loss": MeanMetric(),
+                    },
+                    prefix=f"{stage}/",
+                    compute_groups=False,
+                )
+                for stage in STAGES
+            }
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if "embedding" in batch:
+            return self.net.heads(batch["embedding"])
+        return self.net(batch["image"])
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        age_pred, gender_logit = self(batch)
+        age, gender = batch["age"].float(), batch["gender"].float()
+        age_loss = self.age_loss(age_pred, age)
+        gender_loss = self.gender_loss(gender_logit, gender)
+        loss = self.w_age * age_loss + self.w_gender * gender_loss
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics["age_mae"](age_pred.detach(), age)
+        metrics["gender_acc"](gender_logit.detach(), gender.long())
+        size = age.shape[0]
+        metrics["loss"](loss.detach(), weight=size)
+        metrics["age_loss"](age_loss.detach(), weight=size)
+        metrics["gender_loss"](gender_loss.detach(), weight=size)
+        # Metric objects are reduced across processes by torchmetrics itself.
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(
+            params,
+            lr=float(self.optim_cfg.get("lr", 1e-3)),
+            weight_decay=float(self.optim_cfg.get("weight_decay", 0.0)),
+        )
+        plateau = self.optim_cfg.get("plateau")
+        if not plateau:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=float(plateau.get("factor", 0.5)),
+            patience=int(plateau.get("patience", 2)),
+            min_lr=float(plateau.get("min_lr", 1e-6)),
+        )
+        monitor = plateau.get("monitor", "val/loss")
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": monitor},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[META_KEY] = self.meta
