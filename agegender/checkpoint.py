@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from agegender import __version__
+from agegender.errors import UserError
 from agegender.model import AgeGenderNet, NetConfig
 
 META_KEY = "agegender"
@@ -30,7 +31,7 @@ LABELS = {
 LATEST_PHASES = ("finetune", "frozen")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint is missing, unreadable or not an agegender checkpoint."""
 
 

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
+from agegender.errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -23,7 +25,7 @@ BACKBONES = {
 }
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(UserError):
     """ImageNet weights could not be loaded (offline, missing or wrong file)."""
 
 

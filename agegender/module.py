@@ -36,6 +36,7 @@ class AgeGenderModule(L.LightningModule):
         loss: dict[str, Any] | None = None,
         optim: dict[str, Any] | None = None,
         trainable_from: int | None = None,
+        init_age_bias: bool = False,
     ) -> None:
         super().__init__()
         # Plain dicts only: checkpoints must load with torch.load(weights_only=True).
@@ -66,6 +67,12 @@ class AgeGenderModule(L.LightningModule):
                 for stage in STAGES
             }
         )
+
+    def setup(self, stage: str) -> None:
+        # A fresh model starts its age head at the training mean age.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if stage == "fit" and self.hparams.init_age_bias and datamodule is not None:
+            self.net.init_age_bias(datamodule.train_mean_age)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if "embedding" in batch:

@@ -1,0 +1,100 @@
+"""Deterministic train/val/test split, stratified by age band and gender, saved as JSON.
+
+The split is saved with each run so that evaluation later uses exactly the same test set;
+loading it checks that the files it names are still there with the same content.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agegender.data.utkface import Sample, age_band
+from agegender.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitMismatchError(UserError):
+    """A saved split names files that are missing or changed in the data folder."""
+
+
+@dataclass
+class Split:
+    train: list[int]
+    val: list[int]
+    test: list[int]
+
+    def indices(self, name: str) -> list[int]:
+        return getattr(self, name)
+
+
+def make_split(
+    samples: Sequence[Sample], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> Split:
+    """Shuffle within each (age band, gender) stratum, then deal the strata out in turn.
+
+    Dealing the concatenated strata with evenly spaced picks keeps every stratum's share
+    in each split within one sample of the target fractions, and the totals exact.
+    """
+    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
+        raise ValueError("data.split fractions must be >= 0 and leave room for training")
+    rng = np.random.default_rng(seed)
+    strata: dict[tuple[str, int], list[int]] = {}
+    for index, sample in enumerate(samples):
+        strata.setdefault((age_band(sample.age), sample.gender), []).append(index)
+    ordered: list[int] = []
+    for key in sorted(strata):
+        members = strata[key]
+        ordered += [members[i] for i in rng.permutation(len(members))]
+    split = Split([], [], [])
+    held_out = val_fraction + test_fraction
+    test_share = test_fraction / held_out if held_out else 0.0
+    taken = 0
+    for rank, index in enumerate(ordered):
+        if math.floor((rank + 1) * held_out) > math.floor(rank * held_out):
+            # Held-out picks alternate between test and val in proportion.
+            is_test = math.floor((taken + 1) * test_share) > math.floor(taken * test_share)
+            (split.test if is_test else split.val).append(index)
+            taken += 1
+        else:
+            split.train.append(index)
+    return split
+
+
+def save_split(path: Path, samples: Sequence[Sample], split: Split, info: dict) -> None:
+    """Write the split as file lists (relative path and content digest) beside the run."""
+    payload = dict(info)
+    for name in SPLITS:
+        payload[name] = [[samples[i].relpath, samples[i].digest] for i in split.indices(name)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(payload, indent=1))
+    temporary.replace(path)
+
+
+def load_split(path: Path, samples: Sequence[Sample]) -> Split:
+    """Map a saved split back onto the discovered samples, checking nothing moved."""
+    if not Path(path).is_file():
+        raise SplitMismatchError(f"split file {path} not found; pass data.split_file=PATH")
+    payload = json.loads(Path(path).read_text())
+    by_path = {sample.relpath: index for index, sample in enumerate(samples)}
+    lists: dict[str, list[int]] = {}
+    for name in SPLITS:
+        lists[name] = []
+        for relpath, digest in payload.get(name, []):
+            index = by_path.get(relpath)
+            if index is None or samples[index].digest != digest:
+                state = "missing" if index is None else "changed"
+                raise SplitMismatchError(
+                    f"split file {path} does not match the data folder: '{relpath}' is "
+                    f"{state}. Use the data.root the split was made on, or drop "
+                    f"data.split_file to make a new split"
+                )
+            lists[name].append(index)
+    return Split(**lists)

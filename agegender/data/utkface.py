@@ -1,0 +1,184 @@
+"""UTKFace file names and folder discovery.
+
+UTKFace labels live in the file name: `{age}_{gender}_{race}_{datetime}.jpg`, also shipped as
+`....jpg.chip.jpg` (aligned crops) and sometimes as PNG. Discovery walks the folder
+recursively (the Kaggle archives nest folders), skips and counts what it cannot use, and
+drops byte-identical copies (some archives ship the same images twice), so that no image can
+sit on both sides of the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agegender.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+NAME_PATTERN = re.compile(
+    r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<stamp>\d{1,20})"
+    r"\.(?:jpe?g|png)(?:\.chip\.(?:jpe?g|png))?$",
+    re.IGNORECASE,
+)
+DOWNLOAD_HELP = (
+    "Download UTKFace (e.g. Kaggle 'jangedoo/utkface-new', or the 'Aligned&Cropped Faces' "
+    "archive UTKFace.tar.gz), unpack it and pass data.root=PATH to the folder holding files "
+    "like 'PATH/UTKFace/26_0_2_20170104023102422.jpg.chip.jpg' (sub-folders are fine). "
+    "Or try the built-in synthetic data: data=synthetic"
+)
+
+
+class DatasetError(UserError):
+    """The data folder is missing or holds no usable image."""
+
+
+class MalformedNameError(ValueError):
+    """A file name that does not follow the UTKFace naming scheme."""
+
+
+@dataclass(frozen=True)
+class FaceLabel:
+    age: int
+    gender: int  # 0 = male, 1 = female
+    race: int  # 0..4 = White, Black, Asian, Indian, Others
+
+
+def parse_name(name: str) -> FaceLabel:
+    """Labels from a UTKFace file name; raises MalformedNameError when it does not fit."""
+    match = NAME_PATTERN.match(name)
+    if match is None:
+        raise MalformedNameError(f"'{name}' is not '{{age}}_{{gender}}_{{race}}_{{date}}.jpg'")
+    return FaceLabel(int(match["age"]), int(match["gender"]), int(match["race"]))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One usable image: its path relative to the data root, labels and content digest."""
+
+    relpath: str
+    age: int
+    gender: int
+    race: int
+    digest: str
+
+
+@dataclass
+class Discovery:
+    root: Path
+    samples: list[Sample]
+    skipped: Counter = field(default_factory=Counter)
+
+
+def summary_lines(root: Path, usable: int, skipped: dict[str, int]) -> list[str]:
+    """One line for the usable count, then one per skip reason."""
+    lines = [f"{root}: {usable} usable images"]
+    return lines + [f"skipped {count} ({reason})" for reason, count in sorted(skipped.items())]
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+class DigestIndex:
+    """Content digests remembered by (size, mtime), so later runs need not re-read images."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self.entries = {}  # a damaged index only costs a re-hash
+
+    def digest(self, file: Path, relpath: str, stat: os.stat_result) -> str:
+        key = [stat.st_size, stat.st_mtime_ns]
+        known = self.entries.get(relpath)
+        if known is not None and known[:2] == key:
+            return known[2]
+        value = hashlib.blake2b(file.read_bytes(), digest_size=16).hexdigest()
+        self.entries[relpath] = [*key, value]
+        self.changed = True
+        return value
+
+    def save(self) -> None:
+        if self.path is None or not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.entries))
+        temporary.replace(self.path)
+
+
+def discover(
+    root: str | Path,
+    age_range: tuple[int, int] = (1, 80),
+    digest_index: Path | None = None,
+) -> Discovery:
+    """All usable UTKFace images under root (recursive), deduplicated by content.
+
+    Skips and counts: non-image files, malformed names, ages outside age_range, empty files
+    and duplicates. Decoding (and so corrupt images) is checked later, by the image cache.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"data.root={root} does not exist or is not a folder. {DOWNLOAD_HELP}")
+    index = DigestIndex(digest_index)
+    skipped: Counter = Counter()
+    samples: list[Sample] = []
+    seen: set[str] = set()
+    low, high = age_range
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = path.name
+        if name.startswith("."):
+            continue  # our own markers and OS litter, not data
+        if not _is_image_name(name):
+            skipped["not an image file"] += 1
+            continue
+        try:
+            label = parse_name(name)
+        except MalformedNameError:
+            skipped["malformed file name"] += 1
+            continue
+        if not low <= label.age <= high:
+            skipped[f"age outside {low}-{high}"] += 1
+            continue
+        stat = path.stat()
+        if stat.st_size == 0:
+            skipped["empty file"] += 1
+            continue
+        relpath = path.relative_to(root).as_posix()
+        digest = index.digest(path, relpath, stat)
+        if digest in seen:
+            skipped["duplicate image"] += 1
+            continue
+        seen.add(digest)
+        samples.append(Sample(relpath, label.age, label.gender, label.race, digest))
+    index.save()
+    if not samples:
+        raise DatasetError(
+            f"data.root={root} holds no usable UTKFace image "
+            f"({', '.join(f'{n} {r}' for r, n in skipped.items()) or 'no files'}). {DOWNLOAD_HELP}"
+        )
+    return Discovery(root=root, samples=samples, skipped=skipped)
+
+
+# Age bands for stratified splitting and for the evaluation breakdowns.
+AGE_BANDS = ((0, 2), (3, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, 80))
+
+
+def age_band(age: int) -> str:
+    """Name of the band holding `age`, e.g. '20-29'; ages above the last band give '81+'."""
+    for low, high in AGE_BANDS:
+        if low <= age <= high:
+            return f"{low}-{high}"
+    return f"{AGE_BANDS[-1][1] + 1}+"
