@@ -1,0 +1,156 @@
+"""Decode-once store and the stratified split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agegender.data.cache import open_or_build, store_key
+from agegender.data.datamodule import UTKFaceDataModule, prepare
+from agegender.data.split import SplitMismatchError, load_split, make_split, save_split
+from agegender.data.utkface import Sample, age_band, discover
+from tests.test_utkface import write_face
+
+
+def data_config(root: Path, cache: Path, **extra) -> dict:
+    config = {
+        "root": str(root),
+        "cache_dir": str(cache),
+        "image_size": 32,
+        "age_range": [1, 80],
+        "split": {"val": 0.1, "test": 0.1, "seed": 0},
+        "batch_size": 8,
+        "num_workers": 0,
+        "augment": {"hflip": True},
+    }
+    config.update(extra)
+    return config
+
+
+def small_folder(root: Path, count: int = 30) -> Path:
+    for index in range(count):
+        age = 1 + (index * 7) % 79
+        write_face(root / f"{age}_{index % 2}_{index % 5}_2017010402310{index:04d}.jpg", seed=index)
+    return root
+
+
+def test_corrupt_image_is_skipped_and_counted(tmp_path: Path) -> None:
+    root = small_folder(tmp_path / "data", 10)
+    (root / "33_1_0_20170104023109999.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    prepared = prepare(data_config(root, tmp_path / "cache"), progress=False)
+    assert len(prepared.samples) == 10
+    assert prepared.skipped == {"unreadable or corrupt image": 1}
+    assert all(s.relpath != "33_1_0_20170104023109999.jpg" for s in prepared.samples)
+
+
+def test_store_is_reused_and_decodes_nothing_the_second_time(tmp_path: Path) -> None:
+    root = small_folder(tmp_path / "data", 12)
+    samples = discover(root).samples
+    first = open_or_build(root, samples, 32, tmp_path / "cache", progress=False)
+    second = open_or_build(root, samples, 32, tmp_path / "cache", progress=False)
+    assert first.decoded == 12 and second.decoded == 0
+    assert np.array_equal(np.asarray(first.images), np.asarray(second.images))
+    assert second.images.shape == (12, 3, 32, 32)
+    # Another size is another store.
+    assert open_or_build(root, samples, 16, tmp_path / "cache", progress=False).decoded == 12
+
+
+def test_half_written_store_is_never_used(tmp_path: Path) -> None:
+    root = small_folder(tmp_path / "data", 6)
+    samples = discover(root).samples
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    key = store_key(samples, 32)
+    # What an interrupted build leaves: the array, but no metadata marking it complete.
+    np.save(cache / f"images-{key}.npy", np.zeros((6, 3, 32, 32), dtype=np.uint8))
+    store = open_or_build(root, samples, 32, cache, progress=False)
+    assert store.decoded == 6
+    assert np.asarray(store.images).any(), "the zero-filled partial array was used"
+
+
+def samples_for(ages_genders: list[tuple[int, int]]) -> list[Sample]:
+    return [
+        Sample(f"{age}_{gender}_0_{i:017d}.jpg", age, gender, 0, f"d{i}")
+        for i, (age, gender) in enumerate(ages_genders)
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 80), st.integers(0, 1)), min_size=1, max_size=300),
+    st.integers(0, 10),
+)
+def test_split_is_a_deterministic_partition(pairs: list[tuple[int, int]], seed: int) -> None:
+    samples = samples_for(pairs)
+    split = make_split(samples, 0.1, 0.1, seed)
+    assert split == make_split(samples, 0.1, 0.1, seed)
+    everything = split.train + split.val + split.test
+    assert sorted(everything) == list(range(len(samples)))
+    n = len(samples)
+    assert abs(len(split.test) - 0.1 * n) <= 1 and abs(len(split.val) - 0.1 * n) <= 1
+
+
+def test_split_is_stratified_by_age_band_and_gender() -> None:
+    rng = np.random.default_rng(0)
+    pairs = [(int(a), int(g)) for a, g in zip(rng.integers(1, 81, 2000), rng.integers(0, 2, 2000))]
+    samples = samples_for(pairs)
+    split = make_split(samples, 0.1, 0.1, seed=3)
+    strata = {(age_band(s.age), s.gender) for s in samples}
+    for stratum in strata:
+        members = [i for i, s in enumerate(samples) if (age_band(s.age), s.gender) == stratum]
+        in_test = len(set(members) & set(split.test))
+        assert abs(in_test - 0.1 * len(members)) <= 2, stratum
+    assert make_split(samples, 0.1, 0.1, seed=4).test != split.test
+
+
+def test_duplicates_never_land_on_both_sides(tmp_path: Path) -> None:
+    root = small_folder(tmp_path / "data", 20)
+    copy = root / "copy"
+    copy.mkdir()
+    for file in list(root.glob("*.jpg"))[:10]:
+        (copy / file.name).write_bytes(file.read_bytes())
+    module = UTKFaceDataModule(data_config(root, tmp_path / "cache"), split_dir=tmp_path / "run")
+    module.setup("fit")
+    digests = {
+        name: {s.digest for s in module.samples_of(name)} for name in ("train", "val", "test")
+    }
+    assert sum(len(d) for d in digests.values()) == 20
+    assert not digests["train"] & digests["test"] and not digests["train"] & digests["val"]
+    assert module.data.skipped["duplicate image"] == 10
+
+
+def test_saved_split_round_trips_and_detects_changed_folders(tmp_path: Path) -> None:
+    root = small_folder(tmp_path / "data", 20)
+    module = UTKFaceDataModule(data_config(root, tmp_path / "cache"), split_dir=tmp_path / "run")
+    module.setup("fit")
+    split_file = tmp_path / "run" / "split.json"
+    saved = json.loads(split_file.read_text())
+    assert len(saved["train"]) + len(saved["val"]) + len(saved["test"]) == 20
+    assert load_split(split_file, module.data.samples) == module.split
+
+    victim = root / saved["test"][0][0]
+    victim.unlink()
+    with pytest.raises(SplitMismatchError, match="missing"):
+        load_split(split_file, discover(root).samples)
+
+
+def test_save_split_writes_atomically(tmp_path: Path) -> None:
+    samples = samples_for([(20, 0), (30, 1), (40, 0)])
+    save_split(tmp_path / "split.json", samples, make_split(samples, 0.0, 0.0), {"root": "x"})
+    assert [p.name for p in tmp_path.iterdir()] == ["split.json"]
+
+
+def test_batches_are_uint8_images_with_float_targets(tmp_path: Path) -> None:
+    root = small_folder(tmp_path / "data", 20)
+    module = UTKFaceDataModule(data_config(root, tmp_path / "cache"))
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    assert batch["image"].dtype.is_floating_point is False
+    assert tuple(batch["image"].shape[1:]) == (3, 32, 32)
+    assert batch["age"].dtype.is_floating_point and batch["gender"].dtype.is_floating_point
+    assert module.baseline_mae("test") > 0
