@@ -1,0 +1,90 @@
+"""Face detectors: the default finds a real face; the registry gives clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+
+from agegender.inference.detectors import (
+    Box,
+    Detector,
+    DetectorError,
+    FullFrameDetector,
+    HaarDetector,
+    available_detectors,
+    build_detector,
+    register_detector,
+)
+
+skimage_data = pytest.importorskip("skimage.data")
+
+# Where Eileen Collins' face is in skimage.data.astronaut() (512 x 512).
+ASTRONAUT_FACE = Box(177, 66, 272, 161)
+
+
+def astronaut_bgr() -> np.ndarray:
+    return cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def test_default_detector_finds_the_astronaut_face() -> None:
+    found = build_detector("haar").detect(astronaut_bgr())
+    assert len(found) == 1
+    assert found[0].iou(ASTRONAUT_FACE) > 0.6
+
+
+def test_haar_boxes_are_in_full_frame_pixels_when_detecting_downscaled() -> None:
+    big = cv2.resize(astronaut_bgr(), (1024, 1024))
+    found = HaarDetector(width=320).detect(big)
+    doubled = Box(*(2 * v for v in ASTRONAUT_FACE[:4]))
+    assert len(found) == 1 and found[0].iou(doubled) > 0.6
+
+
+def test_haar_finds_nothing_on_a_blank_frame() -> None:
+    assert HaarDetector().detect(np.full((480, 640, 3), 128, np.uint8)) == []
+
+
+def test_full_frame_detector_is_the_whole_frame() -> None:
+    assert FullFrameDetector().detect(np.zeros((48, 64, 3), np.uint8)) == [Box(0, 0, 64, 48)]
+
+
+def test_unknown_detector_names_the_choices() -> None:
+    with pytest.raises(DetectorError, match="full_frame, haar"):
+        build_detector("nope")
+
+
+def test_bad_option_is_a_detector_error() -> None:
+    with pytest.raises(DetectorError, match="bad option"):
+        build_detector("haar", colour="red")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("yuface") is not None, reason="yuface installed")
+def test_yunet_without_yuface_says_how_to_install_it() -> None:
+    with pytest.raises(DetectorError, match="pip install yuface"):
+        build_detector("yunet")
+
+
+def test_registered_detector_is_built_by_name() -> None:
+    class Centre(Detector):
+        name = "centre"
+
+        def __init__(self, size: int = 10) -> None:
+            self.size = size
+
+        def detect(self, frame: np.ndarray) -> list[Box]:
+            return [Box(0, 0, self.size, self.size)]
+
+    register_detector("centre", Centre)
+    assert "centre" in available_detectors()
+    assert build_detector("centre", size=5).detect(np.zeros((8, 8, 3), np.uint8)) == [
+        Box(0, 0, 5, 5)
+    ]
+
+
+def test_box_iou() -> None:
+    a = Box(0, 0, 10, 10)
+    assert a.iou(a) == pytest.approx(1.0)
+    assert a.iou(Box(5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert a.iou(Box(20, 20, 30, 30)) == 0.0
