@@ -1,0 +1,344 @@
+"""The live loop: frame -> faces -> one batched model call -> tracks -> overlay -> outputs.
+
+`FacePipeline.process` does one frame; `run` drives a source through it into sinks and an
+optional window; `run_from_config` builds everything from live.py's Hydra config. A
+`StageClock` times every stage, so the benchmark measures the very loop users run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agegender.checkpoint import CheckpointError, resolve_checkpoint
+from agegender.inference.detectors import Box, Detector, DetectorError, build_detector
+from agegender.inference.overlay import draw_faces, draw_fps
+from agegender.inference.predictor import Predictor, load_predictor
+from agegender.inference.sinks import Sink, SinkError, open_sinks
+from agegender.inference.sources import Frame, Source, SourceError, open_source
+from agegender.inference.tracking import IouTracker, Track
+from agegender.preprocess import square_resize
+
+STAGES = ("capture", "detect", "crop", "predict", "track", "draw", "output")
+QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
+
+
+class LiveError(ValueError):
+    """A live option that cannot work (bad value, no display, missing backend)."""
+
+
+# Errors that live.py reports in one line (exit code 2) instead of a traceback.
+KNOWN_ERRORS = (CheckpointError, SourceError, SinkError, DetectorError, LiveError)
+
+
+class StageClock:
+    """Adds up wall time per stage with one perf_counter call per stage boundary."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.frames = 0
+        self._mark = time.perf_counter()
+
+    def start(self) -> None:
+        self._mark = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] += now - self._mark
+        self._mark = now
+
+    def per_frame_ms(self) -> dict[str, float]:
+        frames = max(1, self.frames)
+        return {stage: 1000 * total / frames for stage, total in self.seconds.items()}
+
+
+@dataclass
+class LiveSettings:
+    margin: float = 0.4  # crop side = (1 + margin) * box side; UTKFace crops are loose
+    detect_every: int = 3  # run the detector every N frames; the tracker carries boxes between
+    predict_every: int = 2  # refresh each face's prediction every N frames; the EMA carries it
+    smoothing: float = 0.6  # EMA weight of the past for age and p_female; 0 = off
+    max_age: int = 15  # frames a lost track lives on (keeps its id if the face comes back)
+    hold: int = 1  # detection rounds a lost track stays on screen
+    iou_threshold: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("detect_every", "predict_every"):
+            if int(getattr(self, name)) < 1:
+                raise LiveError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.smoothing < 1:
+            raise LiveError(f"smoothing must be in [0, 1) (0 = off), got {self.smoothing}")
+        if self.margin < 0:
+            raise LiveError(f"margin must be >= 0, got {self.margin}")
+
+
+def square_crop(frame: np.ndarray, box: Box, margin: float) -> np.ndarray:
+    """Square around the box's centre, (1 + margin) times its longer side; parts outside the
+    frame are black, so the face stays centred near the edges."""
+    height, width = frame.shape[:2]
+    cx, cy = box.center
+    side = int(round(max(box.width, box.height, 2.0) * (1.0 + margin)))
+    side = min(side, 2 * max(height, width))
+    x1, y1 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    x2, y2 = x1 + side, y1 + side
+    inside = frame[max(0, y1) : min(height, y2), max(0, x1) : min(width, x2)]
+    if inside.shape[:2] == (side, side):
+        return inside
+    if inside.size == 0:
+        return np.zeros((side, side, 3), dtype=frame.dtype)
+    return cv2.copyMakeBorder(
+        inside,
+        max(0, -y1),
+        max(0, y2 - height),
+        max(0, -x1),
+        max(0, x2 - width),
+        cv2.BORDER_CONSTANT,
+        value=(0, 0, 0),
+    )
+
+
+def crop_faces(frame: np.ndarray, boxes: Sequence[Box], margin: float, size: int) -> list:
+    """BGR frame -> RGB uint8 crops [size, size, 3], one per box (resized before the colour
+    swap: the same pixels, less work)."""
+    return [
+        cv2.cvtColor(square_resize(square_crop(frame, box, margin), size), cv2.COLOR_BGR2RGB)
+        for box in boxes
+    ]
+
+
+class FacePipeline:
+    """Detect (every few frames), track, crop and predict all due faces in one batch."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        detector: Detector,
+        settings: LiveSettings | None = None,
+        clock: StageClock | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.detector = detector
+        self.settings = settings or LiveSettings()
+        self.clock = clock or StageClock()
+        s = self.settings
+        self.tracker = IouTracker(s.iou_threshold, s.max_age, s.hold, s.smoothing)
+        self.frames_seen = 0
+
+    def process(self, frame: Frame, stills: bool = False) -> list[Track]:
+        """Faces of this frame as tracks, each with its shown (smoothed) prediction.
+
+        `stills`: the frame is unrelated to the previous one (a folder of images), so it is
+        detected and predicted afresh, with no tracking or smoothing across frames.
+        """
+        s, clock = self.settings, self.clock
+        detections = None
+        if stills or self.frames_seen % s.detect_every == 0:
+            detections = self.detector.detect(frame.image)
+        clock.lap("detect")
+        if stills:
+            self.tracker.reset()
+        faces = self.tracker.step(detections)
+        due = [t for t in faces if t.raw is None or t.frames_since_predict >= s.predict_every]
+        clock.lap("track")
+        crops = crop_faces(frame.image, [t.box for t in due], s.margin, self.predictor.image_size)
+        clock.lap("crop")
+        outputs = self.predictor.predict(crops) if crops else np.zeros((0, 2), np.float32)
+        clock.lap("predict")
+        for track, (age, p_female) in zip(due, outputs, strict=True):
+            self.tracker.update_prediction(track, float(age), float(p_female))
+        clock.lap("track")
+        self.frames_seen += 1
+        return faces
+
+
+@dataclass
+class RunSummary:
+    frames: int
+    seconds: float
+    faces: int  # faces over all frames
+    stopped: str  # end | quit | interrupt | max_frames
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Window:
+    """An OpenCV window; q, Esc or closing it asks to stop."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.opened = False
+
+    def show(self, image: np.ndarray) -> bool:
+        """Show a frame; False when the user asked to quit."""
+        try:
+            if not self.opened:
+                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+                self.opened = True
+            cv2.imshow(self.title, image)
+            key = cv2.waitKey(1) & 0xFF
+            closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error as error:
+            raise LiveError(
+                "display=true but OpenCV cannot open a window here; use display=false"
+            ) from error
+        return key not in QUIT_KEYS and not closed
+
+    def close(self) -> None:
+        if self.opened:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+
+
+def run(
+    source: Source,
+    pipeline: FacePipeline,
+    sinks: Sequence[Sink] = (),
+    display: bool = False,
+    max_frames: int | None = None,
+    draw: bool | None = None,
+    observer: Callable[[Frame, list[Track]], None] | None = None,
+    title: str = "agegender live (q to quit)",
+) -> RunSummary:
+    """Drive `source` through `pipeline` into `sinks` (closed at the end, also on q/Ctrl-C).
+
+    `draw` defaults to drawing only when someone sees the pixels (a window or a video sink).
+    `observer(frame, faces)` is called for every frame after the outputs (tests, benchmark).
+    """
+    clock = pipeline.clock
+    draw = (display or any(s.needs_pixels for s in sinks)) if draw is None else draw
+    window = _Window(title) if display else None
+    frames = faces_total = 0
+    stopped = "end"
+    shown_fps = 0.0
+    start = previous = time.perf_counter()
+    clock.start()
+    try:
+        for frame in source:
+            clock.lap("capture")
+            faces = pipeline.process(frame, stills=source.stills)
+            if draw:
+                draw_faces(frame.image, faces)
+                if not source.stills:
+                    draw_fps(frame.image, shown_fps)
+            clock.lap("draw")
+            for sink in sinks:
+                sink.write(frame, frame.image, faces)
+            keep_going = window.show(frame.image) if window else True
+            clock.lap("output")
+            if observer is not None:
+                observer(frame, faces)
+                clock.start()  # the observer's time is not the pipeline's
+            frames += 1
+            clock.frames = frames
+            faces_total += len(faces)
+            now = time.perf_counter()
+            # the shown rate moves smoothly instead of jumping with each frame's time
+            instant = 1.0 / max(now - previous, 1e-6)
+            shown_fps = instant if frames == 1 else 0.9 * shown_fps + 0.1 * instant
+            previous = now
+            if not keep_going:
+                stopped = "quit"
+                break
+            if max_frames and frames >= max_frames:
+                stopped = "max_frames"
+                break
+    except KeyboardInterrupt:
+        stopped = "interrupt"
+    finally:
+        for sink in sinks:
+            sink.close()
+        if window:
+            window.close()
+    seconds = time.perf_counter() - start
+    return RunSummary(frames, seconds, faces_total, stopped, clock.per_frame_ms())
+
+
+def resolve_display(value: Any) -> bool:
+    """display=auto: a window only where there is a screen (DISPLAY/WAYLAND_DISPLAY on Linux)."""
+    text = str(value).strip().lower()
+    if text not in ("auto", "true", "false"):
+        raise LiveError(f"display={value}: use auto, true or false")
+    screen = not sys.platform.startswith("linux") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+    if text == "true" and not screen:  # OpenCV's Qt would abort the process, not raise
+        raise LiveError(
+            "display=true but there is no screen (DISPLAY is not set); use display=false"
+        )
+    return screen if text == "auto" else text == "true"
+
+
+def open_predictor(spec: Any, outputs_dir: str | Path = "outputs", device: str = "cpu"):
+    """The Predictor for ckpt=PATH|latest: a .ckpt on torch, an .onnx on onnxruntime."""
+    path = resolve_checkpoint(None if spec is None else str(spec), outputs_dir)
+    if not path.is_file():
+        raise CheckpointError(
+            f"ckpt={path}: no such file; pass a .ckpt written by train.py, an .onnx written "
+            f"by export.py, or ckpt=latest"
+        )
+    try:
+        return load_predictor(path, device=device)
+    except ModuleNotFoundError as error:
+        if path.suffix.lower() == ".onnx":
+            raise LiveError(
+                f"ckpt={path}: the onnxruntime backend is not available ({error}); "
+                f"pass the .ckpt instead"
+            ) from error
+        raise
+
+
+def _settings(cfg: Mapping[str, Any]) -> LiveSettings:
+    return LiveSettings(
+        margin=float(cfg["margin"]),
+        detect_every=int(cfg["detect_every"]),
+        predict_every=int(cfg["predict_every"]),
+        smoothing=float(cfg["smoothing"]),
+        max_age=int(cfg["max_age"]),
+        hold=int(cfg["hold"]),
+        iou_threshold=float(cfg["iou_threshold"]),
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    """Torch intra-op threads; None leaves torch's default (one per core)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def run_from_config(cfg: Mapping[str, Any]) -> RunSummary:
+    """Everything `python live.py` does, from its composed config (see conf/live.yaml)."""
+    settings = _settings(cfg)
+    options = dict(cfg["detector"])
+    detector = build_detector(str(options.pop("name")), **options)
+    display = resolve_display(cfg["display"])
+    set_threads(cfg.get("threads"))
+    predictor = open_predictor(cfg["ckpt"], cfg.get("outputs_dir", "outputs"), cfg["device"])
+    with open_source(cfg["source"]) as source:
+        sinks = open_sinks(
+            cfg.get("save"), cfg.get("jsonl"), cfg.get("csv"), source.fps, source.stills
+        )
+        pipeline = FacePipeline(predictor, detector, settings)
+        summary = run(source, pipeline, sinks, display=display, max_frames=cfg.get("max_frames"))
+    written = [str(value) for value in (cfg.get("save"), cfg.get("jsonl"), cfg.get("csv")) if value]
+    print(
+        f"live: {summary.frames} frames, {summary.faces} faces in {summary.seconds:.1f} s "
+        f"({summary.fps:.1f} frames/s, {predictor.backend}); stopped: {summary.stopped}"
+        + (f"; wrote {', '.join(written)}" if written else "")
+    )
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items())
+    print(f"live: ms per frame: {stages}")
+    return summary

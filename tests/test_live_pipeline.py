@@ -1,0 +1,162 @@
+"""The live loop in-process: crops, one batch per frame, smoothing, stills, outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agegender.inference.detectors import Box, Detector, FullFrameDetector
+from agegender.inference.live import (
+    FacePipeline,
+    LiveError,
+    LiveSettings,
+    crop_faces,
+    resolve_display,
+    run,
+    square_crop,
+)
+from agegender.inference.predictor import Predictor
+from agegender.inference.sinks import JsonlSink
+from agegender.inference.sources import Frame, Source
+
+
+class FakePredictor(Predictor):
+    """Records batch sizes; ages are noisy around 30 so smoothing has work to do."""
+
+    backend = "fake"
+    meta: dict = {}
+
+    def __init__(self, image_size: int = 32, noise: float = 5.0) -> None:
+        self.image_size = image_size
+        self.batches: list[int] = []
+        self.rng = np.random.default_rng(0)
+        self.noise = noise
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(len(batch))
+        ages = 30 + self.rng.normal(0, self.noise, len(batch))
+        return np.stack([ages, np.full(len(batch), 0.8)], 1).astype(np.float32)
+
+
+class FixedBoxes(Detector):
+    name = "fixed"
+
+    def __init__(self, boxes: list[Box]) -> None:
+        self.boxes = boxes
+        self.calls = 0
+
+    def detect(self, frame: np.ndarray) -> list[Box]:
+        self.calls += 1
+        return list(self.boxes)
+
+
+class ListSource(Source):
+    description = "frames"
+    fps = 25.0
+
+    def __init__(self, count: int, stills: bool = False) -> None:
+        self.count = count
+        self.stills = stills
+
+    def frames(self) -> Iterator[Frame]:
+        for index in range(self.count):
+            yield Frame(index, index / 25, np.zeros((120, 160, 3), np.uint8))
+
+
+def test_square_crop_is_centred_and_padded_at_the_edge() -> None:
+    frame = np.full((100, 100, 3), 200, np.uint8)
+    inside = square_crop(frame, Box(40, 40, 60, 60), margin=0.5)
+    assert inside.shape == (30, 30, 3) and inside.min() == 200
+    edge = square_crop(frame, Box(0, 0, 20, 20), margin=1.0)
+    assert edge.shape == (40, 40, 3)
+    assert edge[:10, :10].max() == 0 and edge[20:, 20:].min() == 200  # face stays centred
+
+
+def test_crops_are_rgb_at_the_model_size() -> None:
+    frame = np.zeros((50, 50, 3), np.uint8)
+    frame[..., 0] = 255  # blue in BGR
+    (crop,) = crop_faces(frame, [Box(10, 10, 40, 40)], margin=0.2, size=16)
+    assert crop.shape == (16, 16, 3)
+    assert tuple(crop[8, 8]) == (0, 0, 255)
+
+
+def test_all_faces_of_a_frame_go_through_the_model_in_one_batch() -> None:
+    predictor = FakePredictor()
+    boxes = [Box(0, 0, 30, 30), Box(50, 0, 80, 30), Box(100, 50, 130, 80)]
+    settings = LiveSettings(detect_every=1, predict_every=1)
+    pipeline = FacePipeline(predictor, FixedBoxes(boxes), settings)
+    summary = run(ListSource(5), pipeline)
+    assert predictor.batches == [3] * 5
+    assert summary.frames == 5 and summary.faces == 15
+
+
+def test_detect_every_and_predict_every_cut_the_work() -> None:
+    predictor = FakePredictor()
+    detector = FixedBoxes([Box(0, 0, 30, 30)])
+    settings = LiveSettings(detect_every=3, predict_every=2)
+    run(ListSource(12), FacePipeline(predictor, detector, settings))
+    assert detector.calls == 4
+    assert len(predictor.batches) == 6
+
+
+def shown_ages(smoothing: float) -> np.ndarray:
+    ages = []
+    pipeline = FacePipeline(
+        FakePredictor(), FullFrameDetector(), LiveSettings(1, 1, 1, smoothing=smoothing)
+    )
+    run(ListSource(100), pipeline, observer=lambda frame, faces: ages.append(faces[0].age))
+    return np.array(ages)
+
+
+def test_smoothing_lowers_the_frame_to_frame_change_of_the_shown_age() -> None:
+    raw_change = np.abs(np.diff(shown_ages(0.0))).mean()
+    smooth_change = np.abs(np.diff(shown_ages(0.6))).mean()
+    assert smooth_change < 0.5 * raw_change
+
+
+def test_stills_are_each_detected_and_predicted_afresh() -> None:
+    predictor = FakePredictor()
+    detector = FixedBoxes([Box(0, 0, 30, 30)])
+    ids = []
+    pipeline = FacePipeline(predictor, detector, LiveSettings(detect_every=5, predict_every=5))
+    run(ListSource(4, stills=True), pipeline, observer=lambda f, faces: ids.append(faces[0].id))
+    assert detector.calls == 4 and predictor.batches == [1] * 4
+    assert len(set(ids)) == 4  # no tracking across unrelated images
+
+
+def test_outputs_are_complete_when_interrupted(tmp_path: Path) -> None:
+    class Interrupted(ListSource):
+        def frames(self) -> Iterator[Frame]:
+            yield from super().frames()
+            raise KeyboardInterrupt
+
+    sink = JsonlSink(tmp_path / "faces.jsonl")
+    pipeline = FacePipeline(FakePredictor(), FullFrameDetector())
+    summary = run(Interrupted(6), pipeline, [sink])
+    assert summary.stopped == "interrupt"
+    assert len((tmp_path / "faces.jsonl").read_text().splitlines()) == 6
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(LiveError, match="detect_every"):
+        LiveSettings(detect_every=0)
+    with pytest.raises(LiveError, match="smoothing"):
+        LiveSettings(smoothing=1.5)
+
+
+def test_display_auto_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert resolve_display("auto") is False
+    with pytest.raises(LiveError, match="no screen"):
+        resolve_display(True)
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert resolve_display("auto") is True
+    assert resolve_display(True) is True
+    assert resolve_display(False) is False
+    with pytest.raises(LiveError, match="display"):
+        resolve_display("sometimes")
