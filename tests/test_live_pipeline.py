@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from agegender.checkpoint import CheckpointError
 from agegender.inference.detectors import Box, Detector, FullFrameDetector
 from agegender.inference.live import (
     FacePipeline,
     LiveError,
     LiveSettings,
     crop_faces,
+    open_predictor,
     resolve_display,
     run,
     square_crop,
@@ -160,3 +163,34 @@ def test_display_auto_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert resolve_display(False) is False
     with pytest.raises(LiveError, match="display"):
         resolve_display("sometimes")
+
+
+def test_ckpt_latest_picks_the_newest_best_checkpoint(
+    untrained_checkpoint: Path, tmp_path: Path
+) -> None:
+    best = tmp_path / "frozen" / "run1" / "checkpoints" / "best.ckpt"
+    best.parent.mkdir(parents=True)
+    shutil.copy(untrained_checkpoint, best)
+    predictor = open_predictor("latest", tmp_path)
+    assert predictor.backend == "torch" and predictor.image_size == 64
+    with pytest.raises(CheckpointError, match="no such file"):
+        open_predictor(tmp_path / "missing.onnx", tmp_path)
+
+
+def test_an_exported_onnx_model_runs_the_same_pipeline(
+    untrained_checkpoint: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("agegender.export.graph")
+    from agegender.bench.live import onnx_predictor
+
+    exported, why = onnx_predictor(untrained_checkpoint, tmp_path)
+    assert exported is not None, why
+    onnx = open_predictor(tmp_path / "bench.onnx")
+    torch_predictor = open_predictor(untrained_checkpoint)
+    assert onnx.backend == "onnxruntime"
+    outputs: dict[str, list[float]] = {"onnxruntime": [], "torch": []}
+    for predictor in (onnx, torch_predictor):
+        ages = outputs[predictor.backend]
+        pipeline = FacePipeline(predictor, FullFrameDetector())
+        run(ListSource(3), pipeline, observer=lambda frame, faces, a=ages: a.append(faces[0].age))
+    np.testing.assert_allclose(outputs["onnxruntime"], outputs["torch"], atol=0.05)

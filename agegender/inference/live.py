@@ -24,7 +24,7 @@ from agegender.inference.overlay import draw_faces, draw_fps
 from agegender.inference.predictor import Predictor, load_predictor
 from agegender.inference.sinks import Sink, SinkError, open_sinks
 from agegender.inference.sources import Frame, Source, SourceError, open_source
-from agegender.inference.tracking import IouTracker, Track
+from agegender.inference.tracking import IouTracker, Track, ema
 from agegender.preprocess import square_resize
 
 STAGES = ("capture", "detect", "crop", "predict", "track", "draw", "output")
@@ -221,7 +221,7 @@ def run(
     window = _Window(title) if display else None
     frames = faces_total = 0
     stopped = "end"
-    shown_fps = 0.0
+    shown_fps = frame_time = 0.0
     start = previous = time.perf_counter()
     clock.start()
     try:
@@ -244,9 +244,9 @@ def run(
             clock.frames = frames
             faces_total += len(faces)
             now = time.perf_counter()
-            # the shown rate moves smoothly instead of jumping with each frame's time
-            instant = 1.0 / max(now - previous, 1e-6)
-            shown_fps = instant if frames == 1 else 0.9 * shown_fps + 0.1 * instant
+            # average frame *times* (not rates): frames with and without detection differ a lot
+            frame_time = ema(None if frames == 1 else frame_time, now - previous, 0.9)
+            shown_fps = 1.0 / max(frame_time, 1e-6)
             previous = now
             if not keep_going:
                 stopped = "quit"

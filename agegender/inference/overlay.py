@@ -39,7 +39,7 @@ def draw_label(
 
 def draw_faces(image: np.ndarray, faces: list[Track], show_ids: bool = True) -> None:
     """Box, label and track id of each face, in place."""
-    thickness = max(1, round(image.shape[0] / 360))
+    thickness = max(2, round(image.shape[0] / 240))
     for face in faces:
         x1, y1, x2, y2 = face.box.as_ints()
         if face.smooth is None:
