@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +19,7 @@ def write_untrained_checkpoint(path: Path, image_size: int = 64, seed: int = 0) 
     """A valid agegender checkpoint with random weights (fast; for plumbing tests)."""
     torch.manual_seed(seed)
     net = NetConfig()
-    module = AgeGenderModule(
-        net=net.to_dict(), meta=build_meta(net, image_size, (1, 80), "frozen")
-    )
+    module = AgeGenderModule(net=net.to_dict(), meta=build_meta(net, image_size, (1, 80), "frozen"))
     module.net.init_age_bias(30.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": module.state_dict(), "agegender": module.meta}, path)
@@ -28,3 +29,57 @@ def write_untrained_checkpoint(path: Path, image_size: int = 64, seed: int = 0) 
 @pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "untrained.ckpt")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The learning run: the real train.py configuration on a few hundred generated faces,
+# every layer trainable from random init (ImageNet weights cannot be downloaded here).
+LEARNING_OVERRIDES = (
+    "phase=frozen",
+    "phase.trainable_from=0",
+    "model.pretrained=none",
+    "data.image_size=64",
+    "data.batch_size=32",
+    "data.num_workers=0",
+    "trainer.max_epochs=14",
+    "callbacks.early_stopping.patience=14",
+    "callbacks.sample_grid=4",
+)
+
+
+def run_entry(script: str, *overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run an entry script (train.py, live.py, ...) as a user would, from the repo root."""
+    return subprocess.run(
+        [sys.executable, script, *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A UTKFace-format folder of 480 generated faces (shared by the session's tests)."""
+    from agegender.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("data") / "faces", 480, seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Path:
+    """Run folder of a short real training on generated data (outputs_dir is its grandparent)."""
+    outputs = tmp_path_factory.mktemp("outputs")
+    result = run_entry(
+        "train.py",
+        *LEARNING_OVERRIDES,
+        f"data.root={synthetic_root}",
+        f"data.cache_dir={outputs / 'cache'}",
+        f"outputs_dir={outputs}",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = sorted((outputs / "frozen").iterdir())
+    assert len(runs) == 1
+    return runs[0]

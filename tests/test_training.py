@@ -1,0 +1,86 @@
+"""Two-phase training through the real train.py entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import torch
+
+from tests.conftest import run_entry
+
+
+def test_training_learns_age_and_gender_on_held_out_faces(trained_run: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    test = metrics["test"]
+    baseline = metrics["baseline_test_age_mae"]
+    assert baseline > 5  # a sensible spread of ages, or the bar would mean nothing
+    assert test["test/age_mae"] <= 0.6 * baseline, (test, baseline)
+    assert test["test/gender_acc"] >= 0.9, test
+
+
+def test_run_folder_holds_config_checkpoints_plots_split_and_dashboards(trained_run: Path) -> None:
+    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    assert (trained_run / "checkpoints" / "best.ckpt").is_file()
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
+    split = json.loads((trained_run / "split.json").read_text())
+    assert len(split["train"]) > 300 and len(split["test"]) > 30
+    for name in ("age_mae.png", "gender_acc.png", "loss.png"):
+        image = cv2.imread(str(trained_run / "plots" / name))
+        assert image is not None and image.shape[0] > 100, name
+    history = json.loads((trained_run / "plots" / "history.json").read_text())
+    assert len(history) >= 2 and {"train/age_mae", "val/age_mae"} <= history[0].keys()
+    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["agegender"]["image_size"] == 64
+    assert checkpoint["agegender"]["split_file"] == str(trained_run / "split.json")
+
+
+def test_finetune_starts_from_the_newest_frozen_best(trained_run: Path) -> None:
+    outputs = trained_run.parents[1]
+    result = run_entry(
+        "train.py",
+        "phase=finetune",
+        "debug=fast",
+        f"data.root={json.loads((trained_run / 'split.json').read_text())['root']}",
+        "data.image_size=64",
+        f"data.cache_dir={outputs / 'cache'}",
+        f"outputs_dir={outputs}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    finetune_run = next((outputs / "finetune").iterdir())
+    log = (finetune_run / "train.log").read_text()
+    assert f"finetune starts from {trained_run / 'checkpoints' / 'best.ckpt'}" in log
+    # The frozen phase's test set is kept exactly.
+    frozen_split = json.loads((trained_run / "split.json").read_text())
+    finetune_split = json.loads((finetune_run / "split.json").read_text())
+    assert finetune_split["test"] == frozen_split["test"]
+    checkpoint = torch.load(finetune_run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["agegender"]["phase"] == "finetune"
+    assert checkpoint["hyper_parameters"]["trainable_from"] == 10
+
+
+def test_finetune_without_a_frozen_run_says_what_to_do(tmp_path: Path) -> None:
+    result = run_entry("train.py", "phase=finetune", f"outputs_dir={tmp_path}", "data=synthetic")
+    assert result.returncode == 2
+    assert "Run `python train.py phase=frozen` first" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_root_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run_entry(
+        "train.py",
+        f"data.root={tmp_path / 'nowhere'}",
+        "model.pretrained=none",
+        f"outputs_dir={tmp_path}",
+    )
+    assert result.returncode == 2
+    assert "nowhere" in result.stderr and "Kaggle" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_data_root_at_all_points_to_the_options(tmp_path: Path) -> None:
+    result = run_entry("train.py", "model.pretrained=none", f"outputs_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "data.root=PATH" in result.stderr and "data=synthetic" in result.stderr
