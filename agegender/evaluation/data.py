@@ -1,0 +1,104 @@
+"""The images an evaluation runs on: a run's saved split, or a whole UTKFace-format folder.
+
+Both go through the data pipeline's discovery and decode-once store at the model's image
+size, so evaluation sees the pixels training saw, and a saved split that no longer matches
+its folder fails with SplitMismatchError instead of silently scoring other images.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agegender.data.datamodule import PreparedData, UTKFaceDataModule, prepare
+from agegender.data.split import SPLITS, SplitMismatchError
+from agegender.data.utkface import Sample
+from agegender.errors import UserError
+
+
+class EvalDataError(UserError):
+    """No images to evaluate on: no split to use, or an empty selection."""
+
+
+@dataclass
+class EvalSet:
+    images: np.ndarray  # uint8 [N, 3, S, S] RGB
+    ages: np.ndarray  # int [N]
+    genders: np.ndarray  # int [N], 1 = female
+    races: np.ndarray  # int [N], 0..4
+    relpaths: list[str]
+    root: Path
+    source: str  # what was evaluated, in words
+
+    def __len__(self) -> int:
+        return len(self.ages)
+
+
+def _pick(data: PreparedData, indices: list[int], limit: int | None) -> tuple[list[Sample], Any]:
+    chosen = indices[:limit] if limit else indices
+    return [data.samples[i] for i in chosen], data.store.images[data.rows[chosen]]
+
+
+def _split_root(split_file: Path) -> str:
+    if not split_file.is_file():
+        raise SplitMismatchError(
+            f"split file {split_file} not found; pass data.split_file=PATH, or data.root=PATH "
+            f"to evaluate every image of a folder"
+        )
+    try:
+        return str(json.loads(split_file.read_text())["root"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise SplitMismatchError(
+            f"split file {split_file} is damaged ({error}); pass data.split_file=PATH of a "
+            f"split.json written by train.py, or data.root=PATH to evaluate a folder"
+        ) from error
+
+
+def load_eval_set(
+    meta: dict[str, Any], data_cfg: dict[str, Any], part: str = "test", limit: int | None = None
+) -> EvalSet:
+    """Images and labels to evaluate, at the model's image size and age range.
+
+    `data.root` alone: every usable image in that folder. Otherwise `part` of the saved split
+    (`data.split_file`, else the one the checkpoint was trained with) on its own folder.
+    """
+    if part not in SPLITS:
+        raise EvalDataError(f"split={part}: choose one of {', '.join(SPLITS)}")
+    config = dict(data_cfg)
+    config.update(
+        image_size=int(meta["image_size"]), age_range=list(meta["age_range"]), synthetic=None
+    )
+    if config.get("root") and not config.get("split_file"):
+        data = prepare(config, progress=False)
+        samples, images = _pick(data, list(range(len(data.samples))), limit)
+        source = f"all {len(samples)} usable images in {data.root}"
+    else:
+        split_file = config.get("split_file") or meta.get("split_file")
+        if not split_file:
+            raise EvalDataError(
+                "the checkpoint names no saved split (it was not written by train.py); "
+                "pass data.root=PATH to evaluate a UTKFace-format folder"
+            )
+        config["split_file"] = str(split_file)
+        config["root"] = config.get("root") or _split_root(Path(split_file))
+        module = UTKFaceDataModule(config)
+        module.setup()
+        assert module.data is not None and module.split is not None
+        samples, images = _pick(module.data, module.split.indices(part), limit)
+        data = module.data
+        source = f"{part} split of {split_file} ({len(samples)} images in {data.root})"
+    if not samples:
+        raise EvalDataError(f"nothing to evaluate: the {source} is empty")
+    return EvalSet(
+        images=np.ascontiguousarray(images),
+        ages=np.array([s.age for s in samples], dtype=np.int64),
+        genders=np.array([s.gender for s in samples], dtype=np.int64),
+        races=np.array([s.race for s in samples], dtype=np.int64),
+        relpaths=[s.relpath for s in samples],
+        root=data.root,
+        source=source,
+    )

@@ -1,0 +1,131 @@
+"""One evaluation: model + images -> predictions -> metrics, pictures, report, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agegender.errors import UserError
+from agegender.evaluation import plots
+from agegender.evaluation.data import EvalSet, load_eval_set
+from agegender.evaluation.metrics import full_report
+from agegender.evaluation.report import log_tensorboard, write_atomic, write_reports
+from agegender.inference.predictor import Predictor, load_predictor
+
+TTA_CHOICES = ("none", "flip")
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    summary: dict[str, Any]
+    pictures: dict[str, Path]
+
+
+def default_out_dir(model_path: Path) -> Path:
+    """`<run>/eval` for a model inside `<run>/checkpoints/`, else `eval` beside the model."""
+    folder = model_path.parent
+    return (folder.parent if folder.name == "checkpoints" else folder) / "eval"
+
+
+def predict_all(
+    predictor: Predictor, images: np.ndarray, batch_size: int = 64, flip: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(age_years, p_female) for uint8 NCHW images; `flip` averages with the mirrored faces."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        result = predictor.predict_batch(batch).astype(np.float64)
+        if flip:
+            mirrored = np.ascontiguousarray(batch[..., ::-1])
+            result = (result + predictor.predict_batch(mirrored)) / 2
+        outputs.append(result)
+    joined = np.concatenate(outputs)
+    return joined[:, 0], joined[:, 1]
+
+
+def predictions_csv(data: EvalSet, pred_age: np.ndarray, p_female: np.ndarray) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["file", "age", "gender", "race", "pred_age", "p_female"])
+    for row in zip(
+        data.relpaths, data.ages, data.genders, data.races, pred_age, p_female, strict=True
+    ):
+        writer.writerow([*row[:4], f"{row[4]:.4f}", f"{row[5]:.6f}"])
+    return buffer.getvalue()
+
+
+def draw_pictures(
+    out_dir: Path,
+    data: EvalSet,
+    pred_age: np.ndarray,
+    p_female: np.ndarray,
+    report: dict[str, Any],
+    title: str,
+    worst: int,
+) -> dict[str, Path]:
+    labels = (data.ages, data.genders, data.races)
+    return {
+        "summary": plots.summary_png(out_dir / "summary.png", data.ages, pred_age, report, title),
+        "age scatter": plots.scatter_png(
+            out_dir / "age_scatter.png", data.ages, pred_age, report["overall"]["age_mae"]
+        ),
+        "age error by band": plots.band_errors_png(
+            out_dir / "age_band_errors.png", report["by"]["age_band"]
+        ),
+        "gender confusion": plots.confusion_png(
+            out_dir / "gender_confusion.png", report["gender_confusion"]
+        ),
+        "worst age errors": plots.worst_errors_png(
+            out_dir / "worst_errors.png", data.images, *labels, pred_age, p_female, count=worst
+        ),
+    }
+
+
+def evaluate(
+    model_path: str | Path,
+    data_cfg: dict[str, Any],
+    out_dir: str | Path | None = None,
+    part: str = "test",
+    tta: str | None = None,
+    batch_size: int = 64,
+    worst: int = 16,
+    tensorboard: bool = True,
+) -> EvalResult:
+    """Evaluate a checkpoint or exported model and write the report into `out_dir`."""
+    tta = tta or "none"
+    if tta not in TTA_CHOICES:
+        raise UserError(f"tta={tta}: choose tta=flip or leave it out")
+    model_path = Path(model_path)
+    predictor = load_predictor(model_path)
+    data = load_eval_set(predictor.meta, data_cfg, part)
+    out = Path(out_dir) if out_dir else default_out_dir(model_path)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = (data.ages, data.genders, data.races)
+    variants = {"plain": False, "flip": True} if tta == "flip" else {"plain": False}
+    results, predictions = {}, {}
+    for name, flip in variants.items():
+        predictions[name] = predict_all(predictor, data.images, batch_size, flip=flip)
+        results[name] = full_report(*labels, *predictions[name])
+    pred_age, p_female = predictions["plain"]
+    title = f"{model_path.name} on {len(data)} images ({data.root.name})"
+    pictures = draw_pictures(out, data, pred_age, p_female, results["plain"], title, worst)
+    write_atomic(out / "predictions.csv", predictions_csv(data, pred_age, p_female))
+    summary = {
+        "model": str(model_path),
+        "backend": predictor.backend,
+        "data": data.source,
+        "split": part,
+        "image_size": predictor.image_size,
+        "tta": tta,
+        "results": results,
+    }
+    write_reports(out, summary, {name: path.name for name, path in pictures.items()})
+    if tensorboard:
+        log_tensorboard(out / "tensorboard", summary, pictures)
+    return EvalResult(out_dir=out, summary=summary, pictures=pictures)
