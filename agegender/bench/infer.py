@@ -1,0 +1,125 @@
+"""Inference benchmark: PyTorch eager vs onnxruntime fp32 vs onnxruntime int8, images/s.
+
+One randomly initialised network (speed does not depend on what the weights learned), 128 px
+input, batch 1 (live video, one face) and batch 64 (evaluation), all measured in one run on
+this machine, every engine on the same number of threads (one, as live.py runs PyTorch):
+on a shared machine, multi-threaded PyTorch timings mostly measure the other processes.
+
+The random network's BatchNorm statistics are first re-estimated on random images: untouched,
+torchvision's initialisation shrinks activations layer after layer towards zero (about 1e-9
+at the pooled features), which would give int8 calibration meaningless ranges.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agegender.checkpoint import build_meta
+from agegender.export.graph import write_onnx
+from agegender.export.metadata import metadata_props, write_onnx_metadata
+from agegender.export.quantize import quantize_int8
+from agegender.export.speed import images_per_second
+from agegender.inference.onnx_backend import OnnxPredictor
+from agegender.model import AgeGenderNet, NetConfig
+
+IMAGE_SIZE = 128
+THREADS = 1
+BATCHES = (1, 64)
+QUICK_BATCHES = (1, 8)
+
+
+def random_images(count: int, size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, 3, size, size), dtype=np.uint8)
+
+
+@torch.no_grad()
+def random_net(image_size: int = IMAGE_SIZE, seed: int = 0) -> AgeGenderNet:
+    """Random weights with BatchNorm statistics estimated on random images (see above)."""
+    torch.manual_seed(seed)
+    net = AgeGenderNet(NetConfig())
+    for layer in net.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.reset_running_stats()
+            layer.momentum = None  # cumulative average over the calibration batches
+    net.train()
+    for index in range(2):
+        net(torch.from_numpy(random_images(16, image_size, seed=seed + index)))
+    return net.eval()
+
+
+def torch_eager(net: AgeGenderNet) -> Any:
+    @torch.inference_mode()
+    def run(batch: np.ndarray) -> Any:
+        return net(torch.from_numpy(batch))
+
+    return run
+
+
+def write_models(net: AgeGenderNet, folder: Path, size: int) -> dict[str, Path]:
+    """fp32 and static int8 ONNX files of `net`, with the metadata OnnxPredictor needs."""
+    fp32, int8 = folder / "bench.onnx", folder / "bench.int8.onnx"
+    write_onnx(net, fp32, size)
+    write_onnx_metadata(fp32, metadata_props(build_meta(net.config, size, (1, 80), "bench")))
+    quantize_int8(fp32, int8, random_images(32, size, seed=7), method="static")
+    return {"onnxruntime fp32": fp32, "onnxruntime int8": int8}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    batches = QUICK_BATCHES if quick else BATCHES
+    seconds = 0.3 if quick else 3.0
+    net = random_net(IMAGE_SIZE)
+    rows: list[dict[str, Any]] = []
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        with tempfile.TemporaryDirectory(prefix="agegender-bench-") as folder:
+            runners = {"torch eager fp32": torch_eager(net)}
+            for name, path in write_models(net, Path(folder), IMAGE_SIZE).items():
+                runners[name] = OnnxPredictor(path, threads=THREADS).predict_batch
+            for batch_size in batches:
+                batch = random_images(batch_size, IMAGE_SIZE, seed=batch_size)
+                for name, runner in runners.items():
+                    speed = images_per_second(runner, batch, min_seconds=seconds)
+                    rows.append({"backend": name, "batch": batch_size, "images_per_s": speed})
+    finally:
+        torch.set_num_threads(threads_before)
+    speed_of = {(r["backend"], r["batch"]): r["images_per_s"] for r in rows}
+    ratios = {}
+    for batch_size in batches:
+        eager = speed_of[("torch eager fp32", batch_size)]
+        for name in ("onnxruntime fp32", "onnxruntime int8"):
+            ratios[f"{name} / torch eager, batch {batch_size}"] = (
+                speed_of[(name, batch_size)] / eager
+            )
+    result = {
+        "entry": "infer",
+        "rows": rows,
+        "ratios": ratios,
+        "notes": (
+            f"{IMAGE_SIZE}x{IMAGE_SIZE} RGB uint8 input, random MobileNetV2 weights with "
+            f"BatchNorm statistics re-estimated; {THREADS} thread per engine; "
+            f"int8 = onnxruntime static QDQ, per-channel weights"
+        ),
+    }
+    print_table(result)
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"\ninference benchmark ({result['notes']})")
+    print(f"{'backend':<20} {'batch':>5} {'images/s':>10}")
+    for row in result["rows"]:
+        print(f"{row['backend']:<20} {row['batch']:>5} {row['images_per_s']:>10.1f}")
+    for label, ratio in result["ratios"].items():
+        print(f"  {label}: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,121 @@
+"""Parity: the exported model must answer what the PyTorch network answers, on the same batch.
+
+The batch is real faces from the run's saved split when its files are at hand (a few,
+decoded through the one preprocessing path), else generated pixels. Each export is run at
+the full batch and at batch 1, which also proves the batch dimension is really dynamic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agegender.errors import UserError
+from agegender.model import AgeGenderNet
+from agegender.preprocess import ImageDecodeError, decode_rgb, to_batch
+
+AGE_TOLERANCE = 0.05  # years
+P_FEMALE_TOLERANCE = 1e-4
+
+Runner = Callable[[np.ndarray], np.ndarray]  # uint8 NCHW -> float [N, 2] (age, p_female)
+
+
+class ParityError(UserError):
+    """The exported model's answers differ from PyTorch's by more than the tolerance."""
+
+
+@dataclass
+class Parity:
+    age_max_diff: float
+    p_female_max_diff: float
+    count: int
+    source: str
+
+    def line(self) -> str:
+        return (
+            f"max |diff| age {self.age_max_diff:.2e} years, p_female "
+            f"{self.p_female_max_diff:.2e} ({self.count} images: {self.source})"
+        )
+
+
+def split_images(split_file: str | Path | None, size: int, count: int) -> np.ndarray | None:
+    """Up to `count` test (then val) images named by a saved split, or None if unavailable."""
+    if not split_file or not Path(split_file).is_file():
+        return None
+    try:
+        payload = json.loads(Path(split_file).read_text())
+        root = Path(payload["root"])
+        names = [entry[0] for part in ("test", "val") for entry in payload.get(part, [])]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+    images = []
+    for name in names:
+        try:
+            images.append(decode_rgb((root / name).read_bytes()))
+        except (OSError, ImageDecodeError):
+            continue
+        if len(images) == count:
+            break
+    return to_batch(images, size) if images else None
+
+
+def generated_images(size: int, count: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour fields plus noise: a spread of inputs when no real face is at hand."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 1, size, dtype=np.float32)
+    base = rng.uniform(0, 255, (count, 3, 1, 1)) * ramp[None, None, :, None]
+    base = base + rng.uniform(0, 255, (count, 3, 1, 1)) * ramp[None, None, None, :]
+    noise = rng.normal(0, 25, (count, 3, size, size))
+    return np.clip(base / 2 + noise, 0, 255).astype(np.uint8)
+
+
+def parity_batch(meta: dict[str, Any], count: int = 16) -> tuple[np.ndarray, str]:
+    """The images parity is measured on, and where they came from."""
+    size = int(meta["image_size"])
+    real = split_images(meta.get("split_file"), size, count)
+    if real is not None:
+        return real, f"faces from {meta['split_file']}"
+    return generated_images(size, count), "generated images (the run's split files are absent)"
+
+
+def torch_runner(net: AgeGenderNet) -> Runner:
+    """The reference: the eager network in eval mode, sigmoid on the gender logit."""
+    net = net.eval()
+
+    @torch.inference_mode()
+    def run(batch: np.ndarray) -> np.ndarray:
+        age, logit = net(torch.from_numpy(np.ascontiguousarray(batch)))
+        return torch.stack([age, torch.sigmoid(logit)], dim=1).double().numpy()
+
+    return run
+
+
+def measure(reference: Runner, candidate: Runner, batch: np.ndarray, source: str) -> Parity:
+    """Largest differences over the whole batch and over its first image alone."""
+    diffs = []
+    for images in (batch, batch[:1]):
+        diffs.append(np.abs(reference(images) - np.asarray(candidate(images), dtype=np.float64)))
+    stacked = np.concatenate(diffs)
+    return Parity(float(stacked[:, 0].max()), float(stacked[:, 1].max()), len(batch), source)
+
+
+def check(
+    parity: Parity,
+    target: str,
+    age_tolerance: float = AGE_TOLERANCE,
+    p_tolerance: float = P_FEMALE_TOLERANCE,
+) -> None:
+    """Raise ParityError when either difference exceeds its tolerance."""
+    if parity.age_max_diff <= age_tolerance and parity.p_female_max_diff <= p_tolerance:
+        return
+    raise ParityError(
+        f"{target}: export does not match PyTorch ({parity.line()}; allowed {age_tolerance} "
+        f"years and {p_tolerance} in p_female). Nothing was written; try another opset "
+        f"(opset=18) or report the checkpoint as a bug"
+    )

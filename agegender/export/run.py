@@ -1,0 +1,136 @@
+"""One export: checkpoint -> ONNX or TorchScript file, proven equal to PyTorch before it lands.
+
+The file is written under a temporary name, checked for parity and only then renamed into
+place, so a failed export leaves no model behind (and never replaces a good one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agegender.checkpoint import load_checkpoint
+from agegender.errors import UserError
+from agegender.evaluation.data import EvalSet, load_eval_set
+from agegender.export.graph import MIN_OPSET, write_onnx, write_torchscript
+from agegender.export.metadata import export_meta, metadata_props, write_onnx_metadata
+from agegender.export.parity import (
+    AGE_TOLERANCE,
+    P_FEMALE_TOLERANCE,
+    Parity,
+    Runner,
+    check,
+    generated_images,
+    measure,
+    parity_batch,
+    torch_runner,
+)
+from agegender.export.quantize import METHODS, int8_report, quantize_int8
+from agegender.inference.onnx_backend import OnnxPredictor
+
+FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+TORCHSCRIPT_META = "agegender.json"  # extra file inside the TorchScript archive
+CALIBRATION_IMAGES = 128
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    parity: Parity
+    int8_path: Path | None = None
+    int8: dict[str, Any] | None = None
+
+
+def output_path(checkpoint: Path, out: str | Path | None, fmt: str) -> Path:
+    """`out` (a file, or a folder to put the default name in), else beside the checkpoint."""
+    if not out:
+        return checkpoint.parent / FILE_NAMES[fmt]
+    out = Path(out)
+    return out / FILE_NAMES[fmt] if out.is_dir() else out
+
+
+def torchscript_runner(path: Path) -> Runner:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    @torch.inference_mode()
+    def run(batch: np.ndarray) -> np.ndarray:
+        age, p_female = module(torch.from_numpy(np.ascontiguousarray(batch)))
+        return torch.stack([age, p_female], dim=1).double().numpy()
+
+    return run
+
+
+def _data_for_int8(
+    meta: dict[str, Any], data_cfg: dict[str, Any] | None
+) -> tuple[np.ndarray, EvalSet | None]:
+    """Calibration faces (training split) and validation faces, or generated calibration."""
+    if data_cfg is not None:
+        try:
+            train = load_eval_set(meta, data_cfg, "train", limit=CALIBRATION_IMAGES)
+            return train.images, load_eval_set(meta, data_cfg, "val")
+        except UserError as error:
+            print(f"int8: run's images unavailable ({error}); calibrating on generated images")
+    return generated_images(int(meta["image_size"]), CALIBRATION_IMAGES // 2), None
+
+
+def export(
+    checkpoint: str | Path,
+    out: str | Path | None = None,
+    fmt: str = "onnx",
+    opset: int = MIN_OPSET,
+    quantize: str | None = None,
+    quantize_method: str = "static",
+    data_cfg: dict[str, Any] | None = None,
+    parity_images: int = 16,
+    age_tolerance: float = AGE_TOLERANCE,
+    p_tolerance: float = P_FEMALE_TOLERANCE,
+    speed_seconds: float = 1.0,
+) -> ExportResult:
+    """Export a training checkpoint; raises ParityError (and writes nothing) on a mismatch."""
+    if fmt not in FILE_NAMES:
+        raise UserError(f"format={fmt}: choose format=onnx or format=torchscript")
+    if quantize not in (None, "int8") or (quantize and fmt != "onnx"):
+        raise UserError(f"quantize={quantize}: only quantize=int8 with format=onnx is supported")
+    if quantize_method not in METHODS:
+        raise UserError(f"quantize_method={quantize_method}: choose one of {', '.join(METHODS)}")
+    if int(opset) < MIN_OPSET:
+        raise UserError(f"opset={opset}: use opset {MIN_OPSET} or newer")
+    checkpoint = Path(checkpoint)
+    loaded = load_checkpoint(checkpoint)
+    meta = export_meta(loaded.meta, checkpoint)
+    target = output_path(checkpoint, out, fmt)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    batch, source = parity_batch(loaded.meta, parity_images)
+    reference = torch_runner(loaded.net)
+    temporary = target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
+    try:
+        if fmt == "onnx":
+            write_onnx(loaded.net, temporary, loaded.image_size, int(opset))
+            write_onnx_metadata(temporary, metadata_props(meta))
+            candidate = OnnxPredictor(temporary).predict_batch
+        else:
+            extra = {TORCHSCRIPT_META: json.dumps(meta, sort_keys=True)}
+            write_torchscript(loaded.net, temporary, loaded.image_size, extra)
+            candidate = torchscript_runner(temporary)
+        parity = measure(reference, candidate, batch, source)
+        check(parity, str(target), age_tolerance, p_tolerance)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    result = ExportResult(path=target, format=fmt, parity=parity)
+    if quantize == "int8":
+        calibration, val = _data_for_int8(loaded.meta, data_cfg)
+        result.int8_path = target.with_name(f"{target.stem}.int8.onnx")
+        quantize_int8(target, result.int8_path, calibration, quantize_method)
+        result.int8 = int8_report(target, result.int8_path, val, seconds=speed_seconds)
+    return result
