@@ -55,6 +55,7 @@ def test_video_is_annotated_frame_for_frame_and_the_face_keeps_its_id(
 
     video = cv2.VideoCapture(str(out))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+    assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0)
     ok, first = video.read()
     assert ok and first.shape == (480, 640, 3)
     video.release()

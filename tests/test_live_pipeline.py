@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -194,3 +195,19 @@ def test_an_exported_onnx_model_runs_the_same_pipeline(
         pipeline = FacePipeline(predictor, FullFrameDetector())
         run(ListSource(3), pipeline, observer=lambda frame, faces, a=ages: a.append(faces[0].age))
     np.testing.assert_allclose(outputs["onnxruntime"], outputs["torch"], atol=0.05)
+
+
+def test_q_in_the_window_stops_the_run_with_complete_outputs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shown = []
+    monkeypatch.setattr(cv2, "namedWindow", lambda *a: None)
+    monkeypatch.setattr(cv2, "imshow", lambda title, image: shown.append(image.shape))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: ord("q") if len(shown) == 3 else -1)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda *a: 1.0)
+    monkeypatch.setattr(cv2, "destroyWindow", lambda *a: None)
+    sink = JsonlSink(tmp_path / "faces.jsonl")
+    pipeline = FacePipeline(FakePredictor(), FullFrameDetector())
+    summary = run(ListSource(10), pipeline, [sink], display=True)
+    assert summary.stopped == "quit" and summary.frames == 3 and len(shown) == 3
+    assert len((tmp_path / "faces.jsonl").read_text().splitlines()) == 3

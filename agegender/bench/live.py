@@ -27,7 +27,7 @@ import torch
 
 from agegender.checkpoint import build_meta
 from agegender.inference.detectors import Box, HaarDetector
-from agegender.inference.live import STAGES, FacePipeline, LiveSettings, StageClock
+from agegender.inference.live import STAGES, FacePipeline, LiveSettings, StageClock, set_threads
 from agegender.inference.live import run as run_loop
 from agegender.inference.predictor import Predictor, TorchPredictor
 from agegender.inference.sources import open_source
@@ -39,7 +39,7 @@ IMAGE_SIZE = 128  # the model input of conf/data/utkface.yaml
 # (patch side in pixels, lane centre y, horizontal speed px/frame, phase) for each face
 FACE_PATHS = ((150, 240, 4.0, 0.0), (140, 95, -5.0, 0.35), (130, 385, 3.0, 0.7))
 MODES = {"tuned": (3, 2), "every frame": (1, 1)}  # (detect_every, predict_every)
-THREADS = 1  # torch threads, as in conf/live.yaml
+THREADS = 1  # torch and OpenCV threads, as in conf/live.yaml
 
 
 @dataclass
@@ -227,15 +227,16 @@ def _measure_all(frames: int, notes: list[str]) -> list[dict]:
 def run(quick: bool = False) -> dict:
     frames = 60 if quick else 300
     notes: list[str] = []
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)  # what conf/live.yaml uses
+    threads_before = torch.get_num_threads(), cv2.getNumThreads()
+    set_threads(THREADS)  # what conf/live.yaml uses
     try:
         rows = _measure_all(frames, notes)
     finally:
-        torch.set_num_threads(threads_before)
+        torch.set_num_threads(threads_before[0])
+        cv2.setNumThreads(threads_before[1])
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     notes.append(
-        f"{frames} frames of 640x480 per row, model input {IMAGE_SIZE}px, torch threads "
+        f"{frames} frames of 640x480 per row, model input {IMAGE_SIZE}px, threads "
         f"{THREADS}, {os.cpu_count()} CPUs, load average {load}; tuned = detect every "
         f"{MODES['tuned'][0]} frames, predict each face every {MODES['tuned'][1]}; decoding "
         f"runs in a reader thread (decode_thread), overlapped with the loop (capture = time "
