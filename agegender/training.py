@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +22,7 @@ from agegender.checkpoint import (
     load_checkpoint,
 )
 from agegender.data.datamodule import UTKFaceDataModule
+from agegender.data.feature_cache import FeatureCache
 from agegender.errors import UserError
 from agegender.model import NetConfig
 from agegender.module import AgeGenderModule
@@ -87,6 +89,11 @@ def build_module(cfg: DictConfig, run_dir: Path, start: LoadedCheckpoint | None)
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     callbacks_cfg = cfg.callbacks
     callbacks: list[L.Callback] = [
+        FeatureCache(
+            cfg.data.get("feature_cache", "auto"),
+            batch_size=int(cfg.data.batch_size),
+            channels_last=bool(cfg.model.get("channels_last", False)),
+        ),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",
@@ -110,6 +117,16 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     return callbacks
 
 
+def apply_speed_options(module: AgeGenderModule, model_cfg: DictConfig) -> None:
+    """model.channels_last and model.compile (docs/training_at_scale.md has the numbers)."""
+    if model_cfg.get("channels_last"):
+        # Weights in NHWC make every convolution (and so its input) channels-last.
+        module.net.to(memory_format=torch.channels_last)
+    if model_cfg.get("compile"):
+        # In place, so parameter names (and checkpoints) stay those of the plain network.
+        module.net.compile()
+
+
 def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit one phase, test its best checkpoint, and write metrics.json into run_dir."""
     L.seed_everything(int(cfg.seed), workers=True)
@@ -118,6 +135,7 @@ def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise UserError(f"phase={cfg.phase.name}: choose phase=frozen or phase=finetune")
     start = find_init_checkpoint(cfg) if cfg.phase.name == "finetune" else None
     module = build_module(cfg, run_dir, start)
+    apply_speed_options(module, cfg.model)
     data_cfg = _container(cfg.data)
     inherited = start.meta.get("split_file") if start is not None else None
     if inherited and not data_cfg.get("split_file") and Path(inherited).is_file():

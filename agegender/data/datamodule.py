@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from agegender.data.cache import ImageStore, open_or_build, open_store
+from agegender.data.features import EmbeddingDataset, FeatureStore
 from agegender.data.split import Split, load_split, make_split, save_split
 from agegender.data.utkface import (
     DOWNLOAD_HELP,
@@ -162,6 +163,9 @@ class UTKFaceDataModule(L.LightningDataModule):
         self.split: Split | None = None
         self.split_path: Path | None = None
         self.datasets: dict[str, FaceDataset] = {}
+        # Served instead of images when the frozen phase uses the feature cache; `datasets`
+        # keep the images (prediction grids, evaluation).
+        self.embeddings: dict[str, EmbeddingDataset] = {}
 
     def prepare_data(self) -> None:
         prepare(self.config)
@@ -211,6 +215,20 @@ class UTKFaceDataModule(L.LightningDataModule):
             transform,
         )
 
+    def use_features(self, features: FeatureStore, random_flip: bool) -> None:
+        """Serve cached backbone features instead of images; val/test use unflipped ones."""
+        assert self.data is not None and self.split is not None, "call setup() first"
+        for name in ("train", "val", "test"):
+            chosen = np.array(self.split.indices(name), dtype=np.int64)
+            samples = self.samples_of(name)
+            self.embeddings[name] = EmbeddingDataset(
+                features,
+                self.data.rows[chosen],
+                np.array([s.age for s in samples]),
+                np.array([s.gender for s in samples]),
+                random_flip=random_flip and name == "train",
+            )
+
     @property
     def train_mean_age(self) -> float:
         return float(np.mean([s.age for s in self.samples_of("train")]))
@@ -222,11 +240,18 @@ class UTKFaceDataModule(L.LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         workers = int(self.config.get("num_workers", 0))
+        dataset: Dataset = self.datasets[name]
+        collate = None
+        if name in self.embeddings:
+            # A batch of features is one gather from a memory map: workers would only add
+            # process start-up and inter-process copies.
+            dataset, collate, workers = self.embeddings[name], EmbeddingDataset.collate_fn, 0
         return DataLoader(
-            self.datasets[name],
+            dataset,
             batch_size=int(self.config["batch_size"]),
             shuffle=shuffle,
             num_workers=workers,
+            collate_fn=collate,
             pin_memory=bool(self.config.get("pin_memory", False)),
             persistent_workers=workers > 0 and bool(self.config.get("persistent_workers", True)),
             drop_last=False,
