@@ -83,3 +83,45 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) 
     runs = sorted((outputs / "frozen").iterdir())
     assert len(runs) == 1
     return runs[0]
+
+
+@pytest.fixture(scope="session")
+def brief_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> Path:
+    """Run folder of a seconds-long `train.py phase=finetune debug=fast` on generated faces.
+
+    For export and evaluation tests, which need a real run (checkpoint, split.json) whose
+    predictions vary with the face, not a good model. It starts from random weights with
+    BatchNorm statistics estimated on random images: plain random init predicts the same for
+    every face, which would make parity and metric checks vacuous.
+    """
+    from agegender.bench.infer import random_net
+
+    folder = tmp_path_factory.mktemp("brief")
+    net = random_net(64)
+    net.init_age_bias(35.0)
+    state = {f"net.{key}": value for key, value in net.state_dict().items()}
+    meta = build_meta(net.config, 64, (1, 80), "frozen")
+    torch.save({"state_dict": state, "agegender": meta}, folder / "start.ckpt")
+    result = run_entry(
+        "train.py",
+        "phase=finetune",
+        f"init_from={folder / 'start.ckpt'}",
+        "model.pretrained=none",
+        "debug=fast",
+        "logger=none",
+        "data.image_size=64",
+        f"data.root={synthetic_root}",
+        f"data.cache_dir={folder / 'cache'}",
+        f"outputs_dir={folder}",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return next((folder / "finetune").iterdir())
+
+
+@pytest.fixture(scope="session")
+def brief_onnx(brief_run: Path) -> Path:
+    """The brief run's best checkpoint exported (parity-checked) to model.onnx beside it."""
+    from agegender.export import export
+
+    return export(brief_run / "checkpoints" / "best.ckpt").path

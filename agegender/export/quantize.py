@@ -13,16 +13,16 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agegender.evaluation.data import EvalSet
-from agegender.evaluation.metrics import summarize
-from agegender.evaluation.run import predict_all
 from agegender.export.metadata import read_onnx_metadata, write_onnx_metadata
 from agegender.export.speed import images_per_second
 from agegender.inference.onnx_backend import INPUT_NAME, OnnxPredictor
+
+if TYPE_CHECKING:
+    from agegender.evaluation.data import EvalSet
 
 METHODS = ("static", "dynamic")
 
@@ -113,6 +113,9 @@ def int8_report(
     if val is None:
         report["accuracy"] = None
         return report
+    from agegender.evaluation.metrics import summarize  # metrics code only when scoring
+    from agegender.evaluation.run import predict_all
+
     scores = {}
     for name, path in (("fp32", fp32_path), ("int8", int8_path)):
         age, p_female = predict_all(OnnxPredictor(path), val.images)

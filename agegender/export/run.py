@@ -11,14 +11,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from agegender.checkpoint import load_checkpoint
 from agegender.errors import UserError
-from agegender.evaluation.data import EvalSet, load_eval_set
 from agegender.export.graph import MIN_OPSET, write_onnx, write_torchscript
 from agegender.export.metadata import export_meta, metadata_props, write_onnx_metadata
 from agegender.export.parity import (
@@ -34,6 +33,9 @@ from agegender.export.parity import (
 )
 from agegender.export.quantize import METHODS, int8_report, quantize_int8
 from agegender.inference.onnx_backend import OnnxPredictor
+
+if TYPE_CHECKING:
+    from agegender.evaluation.data import EvalSet
 
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 TORCHSCRIPT_META = "agegender.json"  # extra file inside the TorchScript archive
@@ -74,6 +76,8 @@ def _data_for_int8(
     meta: dict[str, Any], data_cfg: dict[str, Any] | None
 ) -> tuple[np.ndarray, EvalSet | None]:
     """Calibration faces (training split) and validation faces, or generated calibration."""
+    from agegender.evaluation.data import load_eval_set  # the data pipeline only for int8
+
     if data_cfg is not None:
         try:
             train = load_eval_set(meta, data_cfg, "train", limit=CALIBRATION_IMAGES)

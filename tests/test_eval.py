@@ -1,0 +1,185 @@
+"""eval.py: metrics equal to a direct computation, consistent breakdowns, report files, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from agegender.checkpoint import CheckpointError
+from agegender.data.split import SplitMismatchError
+from agegender.data.utkface import DatasetError, parse_name
+from agegender.errors import UserError
+from agegender.evaluation.data import EvalDataError
+from agegender.evaluation.run import evaluate
+from agegender.inference.predictor import TorchPredictor
+from agegender.preprocess import decode_rgb, to_batch
+from tests.conftest import run_entry
+
+
+def data_config(run: Path, **extra: object) -> dict:
+    return {"root": None, "cache_dir": str(run.parent.parent / "cache"), **extra}
+
+
+def direct_metrics(ages, genders, pred_age, p_female) -> dict[str, float]:
+    """The metrics by their textbook definitions, in numpy, without the project's code."""
+    error = pred_age - ages
+    positive, negative = p_female[genders == 1], p_female[genders == 0]
+    pairs = positive[:, None] - negative[None, :]
+    return {
+        "age_mae": np.abs(error).mean(),
+        "age_rmse": np.sqrt((error**2).mean()),
+        "age_cs5": (np.abs(error) <= 5).mean(),
+        "age_bias": error.mean(),
+        "gender_acc": ((p_female > 0.5) == (genders == 1)).mean(),
+        "gender_auc": (pairs > 0).mean() + 0.5 * (pairs == 0).mean(),
+    }
+
+
+@pytest.fixture(scope="module")
+def report(brief_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("eval")
+    return evaluate(
+        brief_run / "checkpoints" / "best.ckpt", data_config(brief_run), out_dir=out, tta="flip"
+    )
+
+
+def test_metrics_equal_a_direct_computation_on_the_saved_test_split(
+    brief_run: Path, report
+) -> None:
+    split = json.loads((brief_run / "split.json").read_text())
+    root = Path(split["root"])
+    names = [relpath for relpath, _ in split["test"]]
+    labels = [parse_name(Path(name).name) for name in names]
+    ages = np.array([label.age for label in labels], dtype=np.float64)
+    genders = np.array([label.gender for label in labels])
+    images = to_batch([decode_rgb((root / name).read_bytes()) for name in names], 64)
+    predictor = TorchPredictor(brief_run / "checkpoints" / "best.ckpt")
+    plain = predictor.predict_batch(images).astype(np.float64)
+    flipped = predictor.predict_batch(np.ascontiguousarray(images[..., ::-1])).astype(np.float64)
+    for variant, predictions in (("plain", plain), ("flip", (plain + flipped) / 2)):
+        overall = report.summary["results"][variant]["overall"]
+        assert overall["count"] == len(names)
+        expected = direct_metrics(ages, genders, predictions[:, 0], predictions[:, 1])
+        for key, value in expected.items():
+            assert overall[key] == pytest.approx(value, abs=1e-4), (variant, key)
+    assert report.summary["backend"] == "torch"
+    assert report.summary["data"].startswith(f"test split of {brief_run / 'split.json'}")
+
+
+@pytest.mark.parametrize("variant", ["plain", "flip"])
+def test_breakdowns_add_up_to_the_totals(report, variant: str) -> None:
+    result = report.summary["results"][variant]
+    overall = result["overall"]
+    assert set(result["by"]) == {"age_band", "gender", "race"}
+    for breakdown, groups in result["by"].items():
+        counts = np.array([row["count"] for row in groups.values()])
+        assert counts.sum() == overall["count"], breakdown
+        for key in ("age_mae", "age_bias", "age_cs5", "gender_acc"):
+            weighted = sum(row[key] * row["count"] for row in groups.values()) / counts.sum()
+            assert weighted == pytest.approx(overall[key], abs=1e-6), (breakdown, key)
+    bands = list(result["by"]["age_band"])
+    assert bands == sorted(bands, key=lambda band: int(band.split("-")[0]))
+    assert sum(map(sum, result["gender_confusion"])) == overall["count"]
+
+
+def test_report_files_exist_and_pictures_are_valid_pngs(report) -> None:
+    out = report.out_dir
+    markdown = (out / "report.md").read_text()
+    assert json.loads((out / "metrics.json").read_text()) == report.summary
+    for name in ("summary", "age_scatter", "age_band_errors", "gender_confusion", "worst_errors"):
+        path = out / f"{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = cv2.imread(str(path))
+        assert image is not None and min(image.shape[:2]) > 100
+        assert f"]({name}.png)" in markdown
+    assert "## By race" in markdown and "| flip |" in markdown
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + report.summary["results"]["plain"]["overall"]["count"]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_utkface_folder_is_evaluated_whole(
+    brief_run: Path, brief_onnx: Path, tmp_path: Path
+) -> None:
+    root = Path(json.loads((brief_run / "split.json").read_text())["root"])
+    folder = tmp_path / "my_photos"
+    folder.mkdir()
+    for path in sorted(root.glob("*.jpg"))[:12]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "holiday.jpg").write_bytes(b"not a face")  # not UTKFace-named: skipped
+    cfg = {"root": str(folder), "cache_dir": str(tmp_path / "cache")}
+    result = evaluate(brief_onnx, cfg, out_dir=tmp_path / "out", tensorboard=False)
+    assert result.summary["backend"] == "onnxruntime"
+    assert result.summary["data"] == f"all 12 usable images in {folder}"
+    assert result.summary["results"]["plain"]["overall"]["count"] == 12
+    assert not (tmp_path / "out" / "tensorboard").exists()
+
+
+def test_the_default_report_folder_is_beside_the_run(brief_run: Path) -> None:
+    from agegender.evaluation.run import default_out_dir
+
+    assert default_out_dir(brief_run / "checkpoints" / "best.ckpt") == brief_run / "eval"
+    assert default_out_dir(Path("deploy/model.onnx")) == Path("deploy/eval")
+
+
+def test_a_split_file_that_no_longer_matches_its_folder_is_refused(
+    brief_run: Path, tmp_path: Path
+) -> None:
+    split = json.loads((brief_run / "split.json").read_text())
+    split["test"][0][1] = "0" * 32  # as if the image had been edited since training
+    changed = tmp_path / "split.json"
+    changed.write_text(json.dumps(split))
+    with pytest.raises(SplitMismatchError, match="does not match the data folder.*changed"):
+        evaluate(
+            brief_run / "checkpoints" / "best.ckpt",
+            data_config(brief_run, split_file=str(changed)),
+            out_dir=tmp_path / "out",
+        )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["empty folder", "no split", "bad checkpoint", "bad tta"])
+def test_bad_input_is_a_clear_user_error(
+    case: str, brief_run: Path, untrained_checkpoint: Path, tmp_path: Path
+) -> None:
+    best = brief_run / "checkpoints" / "best.ckpt"
+    cache = str(tmp_path / "cache")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no faces here")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"\x00" * 64)
+    model, cfg, error, message = {
+        "empty folder": (best, {"root": str(tmp_path / "empty")}, DatasetError, "no usable"),
+        "no split": (untrained_checkpoint, {}, EvalDataError, "pass data.root=PATH"),
+        "bad checkpoint": (garbage, {}, CheckpointError, "not a readable PyTorch checkpoint"),
+        "bad tta": (best, {}, UserError, "tta=mirror"),
+    }[case]
+    with pytest.raises(error, match=message):
+        evaluate(
+            model,
+            {"cache_dir": cache, **cfg},
+            out_dir=tmp_path / "out",
+            tta=("mirror" if case == "bad tta" else None),
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_cli_writes_the_report_and_says_where(brief_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = run_entry(
+        "eval.py",
+        "ckpt=latest",
+        f"outputs_dir={brief_run.parent.parent}",
+        f"data.cache_dir={brief_run.parent.parent / 'cache'}",
+        f"out={out}",
+        "tta=flip",
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"report:  {out / 'report.md'}" in result.stdout
+    assert "plain  age MAE" in result.stdout and "flip   age MAE" in result.stdout
+    assert (out / "eval_config.yaml").is_file() and (out / "summary.png").is_file()
+    assert not list(Path.cwd().glob("eval.log")) and not (Path.cwd() / ".hydra").exists()
