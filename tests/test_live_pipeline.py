@@ -181,7 +181,7 @@ def test_ckpt_latest_picks_the_newest_best_checkpoint(
 def test_an_exported_onnx_model_runs_the_same_pipeline(
     untrained_checkpoint: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("agegender.export.graph")
+    pytest.importorskip("agegender.export")
     from agegender.bench.live import onnx_predictor
 
     exported, why = onnx_predictor(untrained_checkpoint, tmp_path)
@@ -211,3 +211,13 @@ def test_q_in_the_window_stops_the_run_with_complete_outputs(
     summary = run(ListSource(10), pipeline, [sink], display=True)
     assert summary.stopped == "quit" and summary.frames == 3 and len(shown) == 3
     assert len((tmp_path / "faces.jsonl").read_text().splitlines()) == 3
+
+
+def test_predictions_of_many_faces_spread_over_frames() -> None:
+    predictor = FakePredictor()
+    boxes = [Box(60 * i, 0, 60 * i + 40, 40) for i in range(3)]
+    settings = LiveSettings(detect_every=1, predict_every=3)
+    run(ListSource(30), FacePipeline(predictor, FixedBoxes(boxes), settings))
+    # new faces at once on frame 0; from frame 3 on, one face per frame in turn, so each
+    # face is still refreshed every 3 frames
+    assert predictor.batches == [3] + [1] * 27

@@ -38,7 +38,7 @@ FPS = 30.0
 IMAGE_SIZE = 128  # the model input of conf/data/utkface.yaml
 # (patch side in pixels, lane centre y, horizontal speed px/frame, phase) for each face
 FACE_PATHS = ((150, 240, 4.0, 0.0), (140, 95, -5.0, 0.35), (130, 385, 3.0, 0.7))
-MODES = {"tuned": (3, 2), "every frame": (1, 1)}  # (detect_every, predict_every)
+MODES = {"tuned": (3, 3), "every frame": (1, 1)}  # (detect_every, predict_every)
 THREADS = 1  # torch and OpenCV threads, as in conf/live.yaml
 
 
@@ -150,19 +150,14 @@ def write_bench_checkpoint(path: Path, image_size: int = IMAGE_SIZE) -> Path:
 
 
 def onnx_predictor(checkpoint: Path, workdir: Path) -> tuple[Predictor | None, str]:
-    """The checkpoint exported to ONNX on onnxruntime, or None and why not."""
+    """The checkpoint exported to ONNX (export.py's code) on onnxruntime, or None and why."""
     try:
-        from agegender.checkpoint import load_checkpoint
-        from agegender.export.graph import write_onnx
-        from agegender.export.metadata import metadata_props, write_onnx_metadata
+        from agegender.export import export
         from agegender.inference.onnx_backend import OnnxPredictor
     except ImportError as error:
         return None, f"onnxruntime column skipped: export not available ({error})"
-    loaded = load_checkpoint(checkpoint)
-    target = workdir / "bench.onnx"
-    write_onnx(loaded.net, target, loaded.image_size)
-    write_onnx_metadata(target, metadata_props(loaded.meta))
-    return OnnxPredictor(target, threads=THREADS), ""
+    result = export(checkpoint, out=workdir / "bench.onnx", parity_images=4)
+    return OnnxPredictor(result.path, threads=THREADS), ""
 
 
 def measure(

@@ -7,6 +7,7 @@ optional window; `run_from_config` builds everything from live.py's Hydra config
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -65,7 +66,7 @@ class StageClock:
 class LiveSettings:
     margin: float = 0.4  # crop side = (1 + margin) * box side; UTKFace crops are loose
     detect_every: int = 3  # run the detector every N frames; the tracker carries boxes between
-    predict_every: int = 2  # refresh each face's prediction every N frames; the EMA carries it
+    predict_every: int = 3  # refresh each face's prediction every N frames; the EMA carries it
     smoothing: float = 0.6  # EMA weight of the past for age and p_female; 0 = off
     max_age: int = 15  # frames a lost track lives on (keeps its id if the face comes back)
     hold: int = 1  # detection rounds a lost track stays on screen
@@ -147,7 +148,7 @@ class FacePipeline:
         if stills:
             self.tracker.reset()
         faces = self.tracker.step(detections)
-        due = [t for t in faces if t.raw is None or t.frames_since_predict >= s.predict_every]
+        due = self._due(faces)
         clock.lap("track")
         crops = crop_faces(frame.image, [t.box for t in due], s.margin, self.predictor.image_size)
         clock.lap("crop")
@@ -158,6 +159,18 @@ class FacePipeline:
         clock.lap("track")
         self.frames_seen += 1
         return faces
+
+    def _due(self, faces: list[Track]) -> list[Track]:
+        """New faces, plus the stalest faces whose label is predict_every frames old.
+
+        At most ceil(n / predict_every) known faces per frame, so the model's work spreads
+        evenly over frames (steady frame times) instead of all faces on the same frame.
+        """
+        every = self.settings.predict_every
+        new = [t for t in faces if t.raw is None]
+        stale = [t for t in faces if t.raw is not None and t.frames_since_predict >= every]
+        stale.sort(key=lambda t: t.frames_since_predict, reverse=True)
+        return new + stale[: math.ceil(len(faces) / every)]
 
 
 @dataclass
