@@ -88,3 +88,24 @@ def test_box_iou() -> None:
     assert a.iou(a) == pytest.approx(1.0)
     assert a.iou(Box(5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert a.iou(Box(20, 20, 30, 30)) == 0.0
+
+
+def test_detect_near_finds_the_face_around_a_known_box_only() -> None:
+    image = astronaut_bgr()
+    detector = HaarDetector()
+    shifted = Box(187, 76, 282, 171)  # where the tracker expects it, a little off
+    (near,) = detector.detect_near(image, [shifted])
+    assert near.iou(ASTRONAUT_FACE) > 0.6
+    assert near.iou(detector.detect(image)[0]) > 0.9  # the same box a full scan gives
+    assert detector.detect_near(image, [Box(20, 400, 80, 460)]) == []  # nothing near there
+
+
+def test_detect_near_reports_a_face_found_from_two_regions_once() -> None:
+    image = astronaut_bgr()
+    near = HaarDetector().detect_near(image, [ASTRONAUT_FACE, Box(180, 70, 270, 160)])
+    assert len(near) == 1
+
+
+def test_detectors_without_regions_scan_the_whole_frame() -> None:
+    frame = np.zeros((48, 64, 3), np.uint8)
+    assert FullFrameDetector().detect_near(frame, [Box(1, 1, 5, 5)]) == [Box(0, 0, 64, 48)]

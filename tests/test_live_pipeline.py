@@ -221,3 +221,52 @@ def test_predictions_of_many_faces_spread_over_frames() -> None:
     # new faces at once on frame 0; from frame 3 on, one face per frame in turn, so each
     # face is still refreshed every 3 frames
     assert predictor.batches == [3] + [1] * 27
+
+
+class CountingDetector(Detector):
+    """Finds the boxes present at each frame; records full scans and region searches."""
+
+    name = "counting"
+
+    def __init__(self, boxes_at) -> None:
+        self.boxes_at = boxes_at
+        self.frame = 0
+        self.calls: list[tuple[int, str]] = []
+
+    def detect(self, frame: np.ndarray) -> list[Box]:
+        self.calls.append((self.frame, "scan"))
+        return self.boxes_at(self.frame)
+
+    def detect_near(self, frame: np.ndarray, boxes) -> list[Box]:
+        self.calls.append((self.frame, "near"))
+        return [b for b in self.boxes_at(self.frame) if any(b.iou(k) > 0 for k in boxes)]
+
+
+def run_counting(detector: CountingDetector, frames: int, settings: LiveSettings) -> list:
+    seen = []
+
+    def observe(frame: Frame, faces: list) -> None:
+        seen.append(sorted(t.id for t in faces))
+        detector.frame += 1
+
+    run(ListSource(frames), FacePipeline(FakePredictor(), detector, settings), observer=observe)
+    return seen
+
+
+def test_full_scans_every_few_detections_and_regions_in_between() -> None:
+    detector = CountingDetector(lambda frame: [Box(10, 10, 40, 40)])
+    run_counting(detector, 12, LiveSettings(detect_every=2, scan_every=3))
+    assert detector.calls == [
+        (0, "scan"), (2, "near"), (4, "near"), (6, "scan"), (8, "near"), (10, "near"),
+    ]  # fmt: skip
+
+
+def test_a_new_face_is_found_by_the_next_full_scan() -> None:
+    def boxes_at(frame: int) -> list[Box]:
+        first = Box(10, 10, 40, 40)
+        return [first, Box(100, 60, 130, 90)] if frame >= 4 else [first]
+
+    detector = CountingDetector(boxes_at)
+    seen = run_counting(detector, 16, LiveSettings(detect_every=2, scan_every=3))
+    assert seen[5] == [1] and seen[6] == [1, 2]  # frame 6 is the next full scan
+    assert seen[-1] == [1, 2]

@@ -9,7 +9,7 @@ adds others.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -67,6 +67,13 @@ class Detector(ABC):
     @abstractmethod
     def detect(self, frame: np.ndarray) -> list[Box]: ...
 
+    def detect_near(self, frame: np.ndarray, boxes: Sequence[Box]) -> list[Box]:
+        """Faces near known boxes (the live loop's cheap refresh between full scans).
+
+        Detectors that cannot search regions scan the whole frame, which is never wrong.
+        """
+        return self.detect(frame)
+
 
 class FullFrameDetector(Detector):
     """The whole frame is one face: the original behaviour (fill the frame with your face)."""
@@ -83,11 +90,22 @@ def _downscale_factor(frame: np.ndarray, width: int) -> float:
     return min(1.0, width / frame.shape[1]) if width > 0 else 1.0
 
 
+def dedupe(boxes: list[Box], iou: float = 0.5) -> list[Box]:
+    """Drop boxes that overlap an earlier one (the same face found from two regions)."""
+    kept: list[Box] = []
+    for box in boxes:
+        if all(box.iou(other) < iou for other in kept):
+            kept.append(box)
+    return kept
+
+
 class HaarDetector(Detector):
     """OpenCV's frontal-face Haar cascade on a grey frame downscaled to `width` pixels.
 
     Detecting at 320 px wide costs a few milliseconds on a laptop CPU and still finds faces
-    down to about 2 * min_size pixels in a 640-wide frame.
+    down to about 2 * min_size pixels in a 640-wide frame. `detect_near` searches only squares
+    `near` times a known face's size around it, at the same scale: about 5x cheaper for three
+    faces in 640x480 than a full scan.
     """
 
     name = "haar"
@@ -100,6 +118,7 @@ class HaarDetector(Detector):
         min_size: int = 24,
         equalize: bool = False,
         cascade: str | Path | None = None,
+        near: float = 2.0,
     ) -> None:
         path = Path(cascade) if cascade else _bundled_cascade()
         if not path.is_file():
@@ -114,8 +133,26 @@ class HaarDetector(Detector):
         self.min_neighbors = int(min_neighbors)
         self.min_size = int(min_size)
         self.equalize = bool(equalize)
+        self.near = float(near)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
+        grey, factor = self._small_grey(frame)
+        return self._scan(grey, factor, 0, 0)
+
+    def detect_near(self, frame: np.ndarray, boxes: Sequence[Box]) -> list[Box]:
+        grey, factor = self._small_grey(frame)
+        height, width = grey.shape
+        found: list[Box] = []
+        for box in boxes:
+            cx, cy = box.center
+            half = max(box.width, box.height) * factor * self.near / 2
+            x1, y1 = max(0, int(cx * factor - half)), max(0, int(cy * factor - half))
+            x2, y2 = min(width, int(cx * factor + half)), min(height, int(cy * factor + half))
+            if min(x2 - x1, y2 - y1) >= self.min_size:
+                found += self._scan(grey[y1:y2, x1:x2], factor, x1, y1)
+        return dedupe(found)
+
+    def _small_grey(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         factor = _downscale_factor(grey, self.width)
         if factor < 1.0:
@@ -123,6 +160,10 @@ class HaarDetector(Detector):
             grey = cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR)
         if self.equalize:  # evens out lighting; the cascade was trained on equalised faces
             grey = cv2.equalizeHist(grey)
+        return grey, factor
+
+    def _scan(self, grey: np.ndarray, factor: float, left: int, top: int) -> list[Box]:
+        """Cascade hits in `grey` (a region at (left, top) of the small frame), in frame pixels."""
         found = self.classifier.detectMultiScale(
             grey,
             scaleFactor=self.scale_factor,
@@ -130,7 +171,12 @@ class HaarDetector(Detector):
             minSize=(self.min_size, self.min_size),
         )
         return [
-            Box(x / factor, y / factor, (x + w) / factor, (y + h) / factor)
+            Box(
+                (left + x) / factor,
+                (top + y) / factor,
+                (left + x + w) / factor,
+                (top + y + h) / factor,
+            )
             for x, y, w, h in np.asarray(found, dtype=np.float64).reshape(-1, 4).tolist()
         ]
 

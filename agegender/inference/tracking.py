@@ -38,6 +38,10 @@ class Track:
     fresh: bool = False  # the model ran on this face in the current frame
     _hit_box: Box | None = None  # box at the last matched detection
 
+    def next_box(self) -> Box:
+        """Where the box will be in the next frame, at the current velocity."""
+        return _moved(self.box, self.velocity)
+
     @property
     def age(self) -> float | None:
         return None if self.smooth is None else self.smooth[0]
