@@ -100,6 +100,29 @@ class FaceDataset(Dataset):
             "gender": torch.tensor(self.genders[index]),
         }
 
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch from one read of the memory map (the DataLoader's batched fetch).
+
+        Per-item fetching spends most of its time in Python and in collate's copies, not in
+        reading pixels; the augmentation still runs per image, with its own random draw.
+        """
+        if self._images is None:
+            self._images = open_store(self.store_path)
+        index = np.asarray(indices, dtype=np.int64)
+        images = torch.from_numpy(self._images[self.rows[index]])  # fancy indexing copies
+        if self.transform is not None:
+            for position in range(len(images)):
+                images[position] = self.transform(images[position])
+        return {
+            "image": images,
+            "age": torch.from_numpy(self.ages[index]),
+            "gender": torch.from_numpy(self.genders[index]),
+        }
+
+    @staticmethod
+    def collate_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return batch  # __getitems__ already returns a collated batch
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_images"] = None  # never pickle the map into worker processes
@@ -241,17 +264,16 @@ class UTKFaceDataModule(L.LightningDataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         workers = int(self.config.get("num_workers", 0))
         dataset: Dataset = self.datasets[name]
-        collate = None
         if name in self.embeddings:
             # A batch of features is one gather from a memory map: workers would only add
             # process start-up and inter-process copies.
-            dataset, collate, workers = self.embeddings[name], EmbeddingDataset.collate_fn, 0
+            dataset, workers = self.embeddings[name], 0
         return DataLoader(
             dataset,
             batch_size=int(self.config["batch_size"]),
             shuffle=shuffle,
             num_workers=workers,
-            collate_fn=collate,
+            collate_fn=getattr(dataset, "collate_fn", None),  # batched datasets collate
             pin_memory=bool(self.config.get("pin_memory", False)),
             persistent_workers=workers > 0 and bool(self.config.get("persistent_workers", True)),
             drop_last=False,

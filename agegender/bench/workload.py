@@ -1,0 +1,72 @@
+"""What the training benchmarks (data, frozen, train) share: generated faces, the real config,
+best-of timing and a plain table printer.
+
+Timings on a shared machine are noisy, so each pair is measured in alternating rounds and the
+best round of each side is kept: interference only ever makes a run slower.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import agegender
+from agegender.data.synthetic import generate_dataset
+
+CONF_DIR = Path(agegender.__file__).resolve().parents[1] / "conf"
+
+
+def train_config(*overrides: str) -> DictConfig:
+    """The config train.py would compose with these overrides."""
+    if not (CONF_DIR / "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"{CONF_DIR}/train.yaml not found: run the benchmarks from a source checkout"
+        )
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def faces(folder: Path, count: int) -> Path:
+    """UTKFace-format generated faces at UTKFace's 200 px (what a loader decodes)."""
+    return generate_dataset(folder / "faces", count, seed=0, image_size=200, progress=False)
+
+
+def best_of(rounds: int, pair: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Run each measurement `rounds` times, alternating; keep each one's best (lowest) value."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, measure in pair.items():
+            value = measure()
+            best[name] = min(best.get(name, value), value)
+    return best
+
+
+def timed(function: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def print_result(title: str, result: dict[str, Any], columns: Sequence[tuple[str, str]]) -> None:
+    """A plain-text table of result["rows"] (columns: (key, header)), then the ratios."""
+    print(f"\n{title}\n  {result['notes']}")
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in result["rows"]]
+    widths = [
+        max(len(header), *(len(line[i]) for line in cells)) for i, (_, header) in enumerate(columns)
+    ]
+    print("  " + "  ".join(h.rjust(w) for (_, h), w in zip(columns, widths, strict=True)))
+    for line in cells:
+        print("  " + "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
+    for label, ratio in result["ratios"].items():
+        print(f"  {label}: {ratio:.2f}x")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return "" if value is None else str(value)
