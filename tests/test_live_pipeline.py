@@ -144,6 +144,18 @@ def test_outputs_are_complete_when_interrupted(tmp_path: Path) -> None:
     assert len((tmp_path / "faces.jsonl").read_text().splitlines()) == 6
 
 
+def test_an_error_mid_run_leaves_no_output_files(tmp_path: Path) -> None:
+    class Broken(ListSource):
+        def frames(self) -> Iterator[Frame]:
+            yield from super().frames()
+            raise RuntimeError("camera unplugged")
+
+    sink = JsonlSink(tmp_path / "faces.jsonl")
+    with pytest.raises(RuntimeError, match="unplugged"):
+        run(Broken(3), FacePipeline(FakePredictor(), FullFrameDetector()), [sink])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(LiveError, match="detect_every"):
         LiveSettings(detect_every=0)

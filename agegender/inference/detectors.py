@@ -16,8 +16,10 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from agegender.errors import UserError
 
-class DetectorError(ValueError):
+
+class DetectorError(UserError):
     """An unknown detector, a missing optional package or a bad detector option."""
 
 

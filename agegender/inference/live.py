@@ -20,11 +20,12 @@ import cv2
 import numpy as np
 
 from agegender.checkpoint import CheckpointError, resolve_checkpoint
-from agegender.inference.detectors import Box, Detector, DetectorError, build_detector
+from agegender.errors import UserError
+from agegender.inference.detectors import Box, Detector, build_detector
 from agegender.inference.overlay import draw_faces, draw_fps
 from agegender.inference.predictor import Predictor, load_predictor
-from agegender.inference.sinks import Sink, SinkError, open_sinks
-from agegender.inference.sources import Frame, Source, SourceError, open_source
+from agegender.inference.sinks import Sink, open_sinks
+from agegender.inference.sources import Frame, Source, open_source
 from agegender.inference.tracking import IouTracker, Track, ema
 from agegender.preprocess import square_resize
 
@@ -33,12 +34,8 @@ QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
-class LiveError(ValueError):
+class LiveError(UserError):
     """A live option that cannot work (bad value, no display, missing backend)."""
-
-
-# Errors that live.py reports in one line (exit code 2) instead of a traceback.
-KNOWN_ERRORS = (CheckpointError, SourceError, SinkError, DetectorError, LiveError)
 
 
 class StageClock:
@@ -240,7 +237,8 @@ def run(
     observer: Callable[[Frame, list[Track]], None] | None = None,
     title: str = "agegender live (q to quit)",
 ) -> RunSummary:
-    """Drive `source` through `pipeline` into `sinks` (closed at the end, also on q/Ctrl-C).
+    """Drive `source` through `pipeline` into `sinks`: complete files at the end, also on q or
+    Ctrl-C; none when an error stops the run.
 
     `draw` defaults to drawing only when someone sees the pixels (a window or a video sink).
     `observer(frame, faces)` is called for every frame after the outputs (tests, benchmark).
@@ -253,6 +251,7 @@ def run(
     shown_fps = frame_time = 0.0
     start = previous = time.perf_counter()
     clock.start()
+    finished = False  # False: an error stopped the run, and its outputs are dropped
     try:
         for frame in source:
             clock.lap("capture")
@@ -283,11 +282,15 @@ def run(
             if max_frames and frames >= max_frames:
                 stopped = "max_frames"
                 break
+        finished = True
     except KeyboardInterrupt:
-        stopped = "interrupt"
+        stopped, finished = "interrupt", True
     finally:
         for sink in sinks:
-            sink.close()
+            if finished:
+                sink.close()
+            else:
+                sink.discard()
         if window:
             window.close()
     seconds = time.perf_counter() - start

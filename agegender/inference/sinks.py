@@ -17,6 +17,7 @@ from typing import IO
 import cv2
 import numpy as np
 
+from agegender.errors import UserError
 from agegender.inference.sources import IMAGE_SUFFIXES, Frame
 from agegender.inference.tracking import Track
 
@@ -24,7 +25,7 @@ from agegender.inference.tracking import Track
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 
 
-class SinkError(ValueError):
+class SinkError(UserError):
     """An output that cannot be written."""
 
 

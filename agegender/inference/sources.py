@@ -24,13 +24,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from agegender.errors import UserError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_FPS = 30.0
 STILLS_FPS = 1.0  # a folder saved as a video shows each image for one second
 _KINDS = "a camera index (source=0), a video, an image, a folder of images or a stream URL"
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A source that cannot be opened or read."""
 
 
