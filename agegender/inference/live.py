@@ -312,7 +312,9 @@ def resolve_display(value: Any) -> bool:
     return screen if text == "auto" else text == "true"
 
 
-def open_predictor(spec: Any, outputs_dir: str | Path = "outputs", device: str = "cpu"):
+def open_predictor(
+    spec: Any, outputs_dir: str | Path = "outputs", device: str = "cpu"
+) -> Predictor:
     """The Predictor for ckpt=PATH|latest: a .ckpt on torch, an .onnx on onnxruntime."""
     path = resolve_checkpoint(None if spec is None else str(spec), outputs_dir)
     if not path.is_file():
