@@ -22,10 +22,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 
+def _temporary(path: Path) -> Path:
+    # Same suffix, so matplotlib and OpenCV still pick PNG; renamed into place when complete.
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+
 def _save(figure: Any, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(_temporary(path))
     plt.close(figure)
+    _temporary(path).replace(path)
     return path
 
 
@@ -131,5 +137,6 @@ def worst_errors_png(
     ]
     scale = 2 if images.shape[-1] < 128 else 1  # room for the text, without a huge PNG
     grid = annotate_grid(images[worst], truths, predictions, scale=scale)
-    cv2.imwrite(str(path), cv2.cvtColor(grid.transpose(1, 2, 0), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(_temporary(path)), cv2.cvtColor(grid.transpose(1, 2, 0), cv2.COLOR_RGB2BGR))
+    _temporary(path).replace(path)
     return path
