@@ -313,7 +313,7 @@ def resolve_display(value: Any) -> bool:
 
 
 def open_predictor(
-    spec: Any, outputs_dir: str | Path = "outputs", device: str = "cpu"
+    spec: Any, outputs_dir: str | Path = "outputs", device: str = "cpu", threads: int | None = None
 ) -> Predictor:
     """The Predictor for ckpt=PATH|latest: a .ckpt on torch, an .onnx on onnxruntime."""
     path = resolve_checkpoint(None if spec is None else str(spec), outputs_dir)
@@ -323,7 +323,7 @@ def open_predictor(
             f"by export.py, or ckpt=latest"
         )
     try:
-        return load_predictor(path, device=device)
+        return load_predictor(path, device=device, threads=threads)
     except ModuleNotFoundError as error:
         if path.suffix.lower() == ".onnx":
             raise LiveError(
@@ -366,7 +366,9 @@ def run_from_config(cfg: Mapping[str, Any]) -> RunSummary:
     detector = build_detector(str(options.pop("name")), **options)
     display = resolve_display(cfg["display"])
     set_threads(cfg.get("threads"))
-    predictor = open_predictor(cfg["ckpt"], cfg.get("outputs_dir", "outputs"), cfg["device"])
+    predictor = open_predictor(
+        cfg["ckpt"], cfg.get("outputs_dir", "outputs"), cfg["device"], cfg.get("threads")
+    )
     with open_source(cfg["source"]) as source:
         sinks = open_sinks(
             cfg.get("save"), cfg.get("jsonl"), cfg.get("csv"), source.fps, source.stills

@@ -53,11 +53,14 @@ class TorchPredictor(Predictor):
         return torch.stack([age, torch.sigmoid(logit)], dim=1).float().cpu().numpy()
 
 
-def load_predictor(path: str | Path, device: str = "cpu") -> Predictor:
-    """A Predictor for a training checkpoint (.ckpt) or an exported ONNX model (.onnx)."""
+def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
+    """A Predictor for a training checkpoint (.ckpt) or an exported ONNX model (.onnx).
+
+    `threads` caps onnxruntime's thread pool (torch's is set process-wide by the caller).
+    """
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         from agegender.inference.onnx_backend import OnnxPredictor  # onnxruntime only if used
 
-        return OnnxPredictor(path)
+        return OnnxPredictor(path, threads=threads)
     return TorchPredictor(path, device=device)
