@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from agegender.bench.workload import calibrate_batchnorm
 from agegender.data.cache import ImageStore, open_or_build
 from agegender.data.feature_cache import FeatureCacheError
 from agegender.data.features import EmbeddingDataset, open_or_build_features
@@ -39,12 +40,8 @@ def calibrated_net(images: np.ndarray, seed: int = 0) -> AgeGenderNet:
     """
     torch.manual_seed(seed)
     net = AgeGenderNet()
-    for module in net.features.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # a plain average over the calibration batch
-    with torch.no_grad():
-        net.train().embed(torch.from_numpy(np.array(images)))
     net.freeze_blocks(None)
+    calibrate_batchnorm(net, torch.from_numpy(np.array(images)))
     return net.eval()
 
 
