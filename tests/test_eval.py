@@ -70,6 +70,14 @@ def test_metrics_equal_a_direct_computation_on_the_saved_test_split(
     assert report.summary["data"].startswith(f"test split of {brief_run / 'split.json'}")
 
 
+def test_eval_agrees_with_the_test_metrics_training_logged(brief_run: Path, report) -> None:
+    # Lightning's test loop (torchmetrics objects, float32 batches) on the same split.
+    logged = json.loads((brief_run / "metrics.json").read_text())["test"]
+    overall = report.summary["results"]["plain"]["overall"]
+    assert overall["age_mae"] == pytest.approx(logged["test/age_mae"], abs=1e-3)
+    assert overall["gender_acc"] == pytest.approx(logged["test/gender_acc"], abs=1e-6)
+
+
 @pytest.mark.parametrize("variant", ["plain", "flip"])
 def test_breakdowns_add_up_to_the_totals(report, variant: str) -> None:
     result = report.summary["results"][variant]
