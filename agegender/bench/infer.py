@@ -5,9 +5,11 @@ input, batch 1 (live video, one face) and batch 64 (evaluation), all measured in
 this machine, every engine on the same number of threads (one, as live.py runs PyTorch):
 on a shared machine, multi-threaded PyTorch timings mostly measure the other processes.
 
-The random network's BatchNorm statistics are first re-estimated on random images: untouched,
-torchvision's initialisation shrinks activations layer after layer towards zero (about 1e-9
-at the pooled features), which would give int8 calibration meaningless ranges.
+The random network's BatchNorm statistics are first re-estimated on random images (see
+`workload.calibrate_batchnorm`): untouched, activations shrink layer after layer into denormal
+floats, which would be timed instead of the network and would give int8 calibration
+meaningless ranges. Each engine is measured in alternating rounds and its best round kept:
+on a shared machine interference only ever makes a run slower.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from agegender.bench.workload import best_of, calibrate_batchnorm
 from agegender.checkpoint import build_meta
 from agegender.export.graph import write_onnx
 from agegender.export.metadata import metadata_props, write_onnx_metadata
@@ -29,7 +31,9 @@ from agegender.inference.onnx_backend import OnnxPredictor
 from agegender.model import AgeGenderNet, NetConfig
 
 IMAGE_SIZE = 128
+QUICK_IMAGE_SIZE = 64
 THREADS = 1
+ROUNDS = 3
 BATCHES = (1, 64)
 QUICK_BATCHES = (1, 8)
 
@@ -39,18 +43,11 @@ def random_images(count: int, size: int, seed: int = 0) -> np.ndarray:
     return rng.integers(0, 256, (count, 3, size, size), dtype=np.uint8)
 
 
-@torch.no_grad()
 def random_net(image_size: int = IMAGE_SIZE, seed: int = 0) -> AgeGenderNet:
     """Random weights with BatchNorm statistics estimated on random images (see above)."""
     torch.manual_seed(seed)
     net = AgeGenderNet(NetConfig())
-    for layer in net.modules():
-        if isinstance(layer, nn.BatchNorm2d):
-            layer.reset_running_stats()
-            layer.momentum = None  # cumulative average over the calibration batches
-    net.train()
-    for index in range(2):
-        net(torch.from_numpy(random_images(16, image_size, seed=seed + index)))
+    calibrate_batchnorm(net, torch.from_numpy(random_images(32, image_size, seed=seed)))
     return net.eval()
 
 
@@ -73,21 +70,28 @@ def write_models(net: AgeGenderNet, folder: Path, size: int) -> dict[str, Path]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     batches = QUICK_BATCHES if quick else BATCHES
-    seconds = 0.3 if quick else 3.0
-    net = random_net(IMAGE_SIZE)
+    seconds = 0.1 if quick else 1.0  # per round
+    size = QUICK_IMAGE_SIZE if quick else IMAGE_SIZE
+    net = random_net(size)
     rows: list[dict[str, Any]] = []
     threads_before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
         with tempfile.TemporaryDirectory(prefix="agegender-bench-") as folder:
             runners = {"torch eager fp32": torch_eager(net)}
-            for name, path in write_models(net, Path(folder), IMAGE_SIZE).items():
+            for name, path in write_models(net, Path(folder), size).items():
                 runners[name] = OnnxPredictor(path, threads=THREADS).predict_batch
             for batch_size in batches:
-                batch = random_images(batch_size, IMAGE_SIZE, seed=batch_size)
-                for name, runner in runners.items():
-                    speed = images_per_second(runner, batch, min_seconds=seconds)
-                    rows.append({"backend": name, "batch": batch_size, "images_per_s": speed})
+                batch = random_images(batch_size, size, seed=batch_size)
+                seconds_per_image = best_of(
+                    ROUNDS,
+                    {
+                        name: lambda r=runner, b=batch: 1 / images_per_second(r, b, seconds)
+                        for name, runner in runners.items()
+                    },
+                )
+                for name, value in seconds_per_image.items():
+                    rows.append({"backend": name, "batch": batch_size, "images_per_s": 1 / value})
     finally:
         torch.set_num_threads(threads_before)
     speed_of = {(r["backend"], r["batch"]): r["images_per_s"] for r in rows}
@@ -103,9 +107,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "rows": rows,
         "ratios": ratios,
         "notes": (
-            f"{IMAGE_SIZE}x{IMAGE_SIZE} RGB uint8 input, random MobileNetV2 weights with "
-            f"BatchNorm statistics re-estimated; {THREADS} thread per engine; "
-            f"int8 = onnxruntime static QDQ, per-channel weights"
+            f"{size}x{size} RGB uint8 input, random MobileNetV2 weights with "
+            f"BatchNorm statistics re-estimated; {THREADS} thread per engine; best of "
+            f"{ROUNDS} alternating rounds; int8 = onnxruntime static QDQ, per-channel weights"
         ),
     }
     print_table(result)
