@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -125,6 +126,17 @@ def test_a_utkface_folder_is_evaluated_whole(
     assert result.summary["data"] == f"all 12 usable images in {folder}"
     assert result.summary["results"]["plain"]["overall"]["count"] == 12
     assert not (tmp_path / "out" / "tensorboard").exists()
+
+
+def test_the_saved_split_follows_data_that_moved(brief_run: Path, report, tmp_path: Path) -> None:
+    root = Path(json.loads((brief_run / "split.json").read_text())["root"])
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    cfg = data_config(brief_run, root=str(moved), split_file=str(brief_run / "split.json"))
+    result = evaluate(brief_run / "checkpoints" / "best.ckpt", cfg, out_dir=tmp_path / "out")
+    assert result.summary["data"].endswith(f"images in {moved})")
+    plain, before = result.summary["results"]["plain"], report.summary["results"]["plain"]
+    assert plain["overall"] == pytest.approx(before["overall"])
 
 
 def test_the_default_report_folder_is_beside_the_run(brief_run: Path) -> None:
