@@ -81,6 +81,7 @@ def test_failed_parity_leaves_no_model_behind(brief_run: Path, tmp_path: Path) -
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_matches_and_carries_metadata(
     untrained_checkpoint: Path, tmp_path: Path
 ) -> None:
