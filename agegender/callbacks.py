@@ -1,4 +1,4 @@
-"""Training-time extras: per-epoch curve plots (PNG) and a sample-prediction grid for TensorBoard."""
+"""Training-time extras: per-epoch curve plots (PNG), sample-prediction grid for TensorBoard."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
+
+from agegender.inference.overlay import label_text
 
 matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -64,11 +66,6 @@ class CurvePlotter(L.Callback):
             figure.tight_layout()
             figure.savefig(self.plot_dir / file_name)
             plt.close(figure)
-
-
-def label_text(age: float, p_female: float) -> str:
-    """Short label used on images everywhere: 'F 27' or 'M 34'."""
-    return f"{'F' if p_female >= 0.5 else 'M'} {age:.0f}"
 
 
 def annotate_grid(

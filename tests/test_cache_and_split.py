@@ -97,7 +97,10 @@ def test_split_is_a_deterministic_partition(pairs: list[tuple[int, int]], seed: 
 
 def test_split_is_stratified_by_age_band_and_gender() -> None:
     rng = np.random.default_rng(0)
-    pairs = [(int(a), int(g)) for a, g in zip(rng.integers(1, 81, 2000), rng.integers(0, 2, 2000))]
+    pairs = [
+        (int(a), int(g))
+        for a, g in zip(rng.integers(1, 81, 2000), rng.integers(0, 2, 2000), strict=True)
+    ]
     samples = samples_for(pairs)
     split = make_split(samples, 0.1, 0.1, seed=3)
     strata = {(age_band(s.age), s.gender) for s in samples}
