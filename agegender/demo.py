@@ -45,7 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     step("1/5 frozen phase", [python, "train.py", "phase=frozen", *common])
-    step("2/5 finetune phase", [python, "train.py", "phase=finetune", *common])
+    # A random backbone gives the frozen phase little to build on, so the demo's finetune
+    # trains every block, at the frozen phase's learning rate (with ImageNet weights, the
+    # recipe's features[10:] at 1e-4 is the right choice).
+    scratch = [
+        "phase.trainable_from=0",
+        "optim.lr=1e-3",
+        "trainer.max_epochs=16",
+        "callbacks.early_stopping.patience=16",
+    ]
+    if any(o.startswith("model.pretrained=imagenet") for o in args.overrides):
+        scratch = []
+    step("2/5 finetune phase", [python, "train.py", "phase=finetune", *common, *scratch])
     finetune = newest_run(outputs, "finetune")
     best = finetune / "checkpoints" / "best.ckpt"
     onnx = finetune / "model.onnx"

@@ -42,8 +42,8 @@ LEARNING_OVERRIDES = (
     "data.image_size=64",
     "data.batch_size=32",
     "data.num_workers=0",
-    "trainer.max_epochs=14",
-    "callbacks.early_stopping.patience=14",
+    "trainer.max_epochs=20",
+    "callbacks.early_stopping.patience=20",
     "callbacks.sample_grid=4",
 )
 
