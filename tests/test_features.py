@@ -82,8 +82,8 @@ def tiny_run(faces: Path, weights: Path, out: Path, *overrides: str) -> DictConf
         f"data.cache_dir={out / 'cache'}",
         f"outputs_dir={out}",
         "trainer.max_epochs=2",
-        "+trainer.enable_progress_bar=false",
-        "+trainer.enable_model_summary=false",
+        "++trainer.enable_progress_bar=false",
+        "++trainer.enable_model_summary=false",
         *overrides,
     )
 

@@ -74,18 +74,16 @@ def fit_epochs(cfg: DictConfig, run_dir: Path, cached: bool, epochs: int) -> dic
             )
         )
     timer = EpochTimer()
-    trainer_cfg = {**OmegaConf.to_container(cfg.trainer, resolve=True), "max_epochs": epochs}
-    trainer = L.Trainer(
-        **trainer_cfg,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[
-            FeatureCache(cached, channels_last=bool(cfg.model.channels_last), progress=False),
-            timer,
-        ],
-    )
+    trainer_cfg = {
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        "max_epochs": epochs,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    cache = FeatureCache(cached, channels_last=bool(cfg.model.channels_last), progress=False)
+    trainer = L.Trainer(**trainer_cfg, callbacks=[cache, timer])
     trainer.fit(module, datamodule=datamodule)
     if cached and not datamodule.embeddings:
         raise RuntimeError("the feature cache was not used")

@@ -39,7 +39,7 @@ from agegender.data.utkface import discover
 from agegender.module import AgeGenderModule
 from agegender.training import apply_speed_options, build_module
 
-SIZE, BATCH, STEPS, ROUNDS = 96, 32, 6, 3
+SIZE, BATCH, STEPS, ROUNDS = 128, 32, 12, 5
 QUICK_SIZE, QUICK_BATCH, QUICK_STEPS, QUICK_ROUNDS = 32, 4, 2, 1
 Batch = dict[str, torch.Tensor]
 
@@ -158,7 +158,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         }
         configs = {label: train_config(*base, *extra) for label, extra in variants.items()}
         lean = best_of(
-            max(1, rounds - 1),
+            max(1, rounds // 2),
             {
                 label: lambda c=c: lightning_seconds(c, folder, batches)
                 for label, c in configs.items()
@@ -181,7 +181,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "lightning_overhead": overhead,
         "notes": (
             f"finetune (features[10:] trainable), {size} px, batch {batch}, {steps} steps "
-            f"per timed epoch after a warm-up epoch, best of {rounds} alternating rounds; "
+            f"per timed epoch after a warm-up epoch, best of {rounds} alternating rounds "
+            f"({max(1, rounds // 2)} for the lean loop); "
             f"overhead pair: model.channels_last={cfg.model.channels_last}, "
             f"{cfg.trainer.precision}; {torch.get_num_threads()} threads"
         ),
