@@ -10,15 +10,7 @@ import pytest
 from agegender.bench.__main__ import main
 
 
-@pytest.mark.parametrize(
-    "entry",
-    [
-        "data",
-        # Each fits several small Lightning runs: about a minute on two cores.
-        pytest.param("frozen", marks=pytest.mark.slow),
-        pytest.param("train", marks=pytest.mark.slow),
-    ],
-)
+@pytest.mark.parametrize("entry", ["data", "frozen", "train"])
 def test_quick_benchmark_prints_its_pairs_and_writes_json(
     entry: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from agegender.bench.workload import calibrate_batchnorm
+from agegender.bench.workload import calibrate_batchnorm, torch_threads
 from agegender.data.cache import ImageStore, open_or_build
 from agegender.data.feature_cache import FeatureCacheError
 from agegender.data.features import EmbeddingDataset, open_or_build_features
@@ -24,6 +25,13 @@ from agegender.training import run_phase
 from tests.conftest import REPO
 
 SIZE = 32  # MobileNetV2 still works (1x1 at the end); a quarter of the compute of 64 px
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # Two OpenMP threads on a shared two-core CPU wait on each other at every operator.
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,12 @@ def sweep_jobs(tmp_path: Path) -> tuple[Path, list[Path]]:
     return sweeps[0], jobs
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two OpenMP threads on a shared two-core CPU wait on each other at every operator.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def test_multirun_over_two_learning_rates_completes(tmp_path: Path) -> None:
     result = run_entry("train.py", "-m", "optim.lr=1e-3,1e-4", *tiny(tmp_path), timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

@@ -20,11 +20,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agegender.bench.workload import (
+    THREADS,
     calibrate_batchnorm,
     faces,
     print_result,
     quiet_lightning,
     timed,
+    torch_threads,
     train_config,
 )
 from agegender.data.datamodule import UTKFaceDataModule
@@ -105,7 +107,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"data.image_size={size}",
             "model.pretrained=none",  # speed does not depend on the weights; no download
         )
-        with quiet_lightning():
+        with quiet_lightning(), torch_threads(THREADS):
             full = fit_epochs(cfg, Path(folder) / "full", cached=False, epochs=3)
             cached = fit_epochs(cfg, Path(folder) / "cached", cached=True, epochs=4)
     rows = [
@@ -133,8 +135,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "notes": (
             f"phase=frozen, {full['train_images']} training images at {size} px, batch "
             f"{cfg.data.batch_size}, channels_last={cfg.model.channels_last}, "
-            f"{cfg.trainer.precision}; epoch = train + val, best epoch after the first; "
-            f"build = plain + flipped features of every image"
+            f"{cfg.trainer.precision}, {THREADS} intra-op thread(s), "
+            f"{cfg.data.num_workers} loader workers; epoch = train + val, best epoch after "
+            f"the first; build = plain + flipped features of every image"
         ),
     }
     print_result(

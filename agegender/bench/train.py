@@ -26,12 +26,14 @@ from omegaconf import DictConfig
 
 from agegender.bench.frozen import EpochTimer
 from agegender.bench.workload import (
+    THREADS,
     best_of,
     calibrate_batchnorm,
     faces,
     print_result,
     quiet_lightning,
     timed,
+    torch_threads,
     train_config,
 )
 from agegender.data.cache import open_or_build
@@ -135,7 +137,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     base += (f"data.image_size={size}", f"data.batch_size={batch}")
     cfg = train_config(*base)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="agegender-bench-train-") as name, quiet_lightning():
+    with (
+        tempfile.TemporaryDirectory(prefix="agegender-bench-train-") as name,
+        quiet_lightning(),
+        torch_threads(THREADS),
+    ):
         folder = Path(name)
         batches = make_batches(folder, size, batch, steps)
         best = best_of(
@@ -184,7 +190,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"per timed epoch after a warm-up epoch, best of {rounds} alternating rounds "
             f"({max(1, rounds // 2)} for the lean loop); "
             f"overhead pair: model.channels_last={cfg.model.channels_last}, "
-            f"{cfg.trainer.precision}; {torch.get_num_threads()} threads"
+            f"{cfg.trainer.precision}; {THREADS} intra-op thread(s)"
         ),
     }
     print_result(
