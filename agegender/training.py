@@ -130,6 +130,10 @@ def apply_speed_options(module: AgeGenderModule, model_cfg: DictConfig) -> None:
 def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit one phase, test its best checkpoint, and write metrics.json into run_dir."""
     L.seed_everything(int(cfg.seed), workers=True)
+    # A backbone without ImageNet weights drives activations into denormal floats, which x86
+    # CPUs compute many times slower; flushing them to zero changes nothing measurable
+    # (measured: frozen-phase feature pass 83 -> 209 images/s at 64 px).
+    torch.set_flush_denormal(True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.phase.name not in PHASES:
         raise UserError(f"phase={cfg.phase.name}: choose phase=frozen or phase=finetune")
