@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -227,6 +229,36 @@ class _Window:
             cv2.waitKey(1)
 
 
+class StopOnSignal:
+    """Ctrl-C and SIGTERM become a stop request honoured between frames.
+
+    A signal raised mid-frame could land between two sinks' writes and leave the video one
+    frame ahead of the JSONL; between frames every output holds the same frames. A second
+    signal stops at once (KeyboardInterrupt), for a source that hangs.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _request(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # handlers only live there
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._request)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
 def run(
     source: Source,
     pipeline: FacePipeline,
@@ -252,6 +284,7 @@ def run(
     start = previous = time.perf_counter()
     clock.start()
     finished = False  # False: an error stopped the run, and its outputs are dropped
+    stop = StopOnSignal().__enter__()
     try:
         for frame in source:
             clock.lap("capture")
@@ -279,6 +312,9 @@ def run(
             if not keep_going:
                 stopped = "quit"
                 break
+            if stop.requested:
+                stopped = "interrupt"
+                break
             if max_frames and frames >= max_frames:
                 stopped = "max_frames"
                 break
@@ -286,6 +322,7 @@ def run(
     except KeyboardInterrupt:
         stopped, finished = "interrupt", True
     finally:
+        stop.__exit__()
         for sink in sinks:
             if finished:
                 sink.close()
