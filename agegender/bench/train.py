@@ -41,7 +41,7 @@ from agegender.data.utkface import discover
 from agegender.module import AgeGenderModule
 from agegender.training import apply_speed_options, build_module
 
-SIZE, BATCH, STEPS, ROUNDS = 128, 32, 12, 5
+SIZE, BATCH, STEPS, ROUNDS = 128, 32, 20, 6
 QUICK_SIZE, QUICK_BATCH, QUICK_STEPS, QUICK_ROUNDS = 32, 4, 2, 1
 Batch = dict[str, torch.Tensor]
 
