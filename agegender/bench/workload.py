@@ -49,9 +49,10 @@ def calibrate_batchnorm(net: AgeGenderNet, images: torch.Tensor) -> None:
     """Re-estimate every BatchNorm's statistics on `images` (uint8 RGB batch).
 
     The benchmarks cannot download ImageNet weights. A random MobileNetV2 with untouched
-    statistics shrinks activations layer after layer until they are denormal floats, which
-    x86 computes many times slower (10 s instead of 0.1 s per step, measured): the timings
-    would measure that instead of the network. Fitted statistics keep values in range.
+    statistics shrinks activations layer after layer (pooled features ~1e-9, the same for
+    every face), unlike a trained one; with two threads its training step also ran 7x slower
+    (312 ms against 44 ms at 32 px, measured; flushing denormals recovered part of it).
+    Fitted statistics keep values in a trained network's range.
     """
     layers = [layer for layer in net.modules() if isinstance(layer, nn.BatchNorm2d)]
     momenta = [layer.momentum for layer in layers]
