@@ -49,6 +49,8 @@ def reason_not_cacheable(module: AgeGenderModule, augment: dict[str, Any] | None
 
 
 class FeatureCache(L.Callback):
+    """Builds (or reuses) the features in `setup` and switches the datamodule to them."""
+
     def __init__(
         self,
         mode: str | bool = "auto",
