@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from agegender.bench.workload import best_of, faces, print_result, timed, train_config
+from agegender.data.cache import decode_for_store
 from agegender.data.datamodule import UTKFaceDataModule, build_augmentation
-from agegender.preprocess import decode_rgb, square_resize
 
 COUNT, QUICK_COUNT = 640, 48
 IMAGE_SIZE = 128
@@ -49,9 +49,9 @@ class DecodingDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rgb = decode_rgb(self.files[index].read_bytes())
-        pixels = square_resize(rgb, self.image_size).transpose(2, 0, 1)
-        image = torch.from_numpy(np.ascontiguousarray(pixels))
+        image = torch.from_numpy(
+            np.ascontiguousarray(decode_for_store(self.files[index], self.image_size))
+        )
         if self.transform is not None:
             image = self.transform(image)
         return {

@@ -59,7 +59,8 @@ def open_store(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def _decode_one(file: Path, image_size: int) -> np.ndarray | None:
+def decode_for_store(file: Path, image_size: int) -> np.ndarray | None:
+    """One image file as the store holds it (uint8 [3, S, S] RGB), or None if undecodable."""
     try:
         rgb = decode_rgb(file.read_bytes())
     except (ImageDecodeError, OSError):
@@ -95,7 +96,7 @@ def open_or_build(
     files = [root / sample.relpath for sample in samples]
     # OpenCV releases the GIL while decoding, so threads use every core.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        decoded = pool.map(lambda file: _decode_one(file, image_size), files, chunksize=32)
+        decoded = pool.map(lambda file: decode_for_store(file, image_size), files, chunksize=32)
         steps = track(
             decoded,
             total=len(files),
