@@ -4,18 +4,21 @@ Fine-tune configuration (features[10:] trainable, phase=finetune defaults), imag
 loops drive the same AgeGenderModule built from the same seed over the same batches, held in
 memory so that loading is not measured: the plain loop calls training_step, zero_grad,
 backward and step, then computes the epoch's metrics; Lightning runs a Trainer with no
-logger, checkpointing or progress bar. Each does a warm-up epoch, then a timed epoch of the
-same steps; the rounds alternate and each side keeps its best, since a busy machine only ever
-slows a run down. The overhead is Lightning's time over the plain loop's, minus one.
+logger, checkpointing or progress bar. Each runs a warm-up epoch, then a measured one; the
+time from one step's start to the next covers all the work a loop does per step. Runs
+alternate, and each side's median step time over all its measured steps is kept: a busy
+machine slows some steps down, the median ignores them. The overhead is Lightning's median
+step time over the plain loop's, minus one.
 
-The lean-loop table runs the same Lightning epoch with channels-last on and off and with
+The lean-loop table runs the same Lightning steps with channels-last on and off and with
 bf16 autocast (trainer.precision=bf16-mixed).
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +27,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from agegender.bench.frozen import EpochTimer
 from agegender.bench.workload import (
     THREADS,
-    best_of,
     calibrate_batchnorm,
     faces,
     print_result,
     quiet_lightning,
-    timed,
     torch_threads,
     train_config,
 )
@@ -41,7 +41,7 @@ from agegender.data.utkface import discover
 from agegender.module import AgeGenderModule
 from agegender.training import apply_speed_options, build_module
 
-SIZE, BATCH, STEPS, ROUNDS = 128, 32, 20, 6
+SIZE, BATCH, STEPS, ROUNDS = 128, 32, 20, 4
 QUICK_SIZE, QUICK_BATCH, QUICK_STEPS, QUICK_ROUNDS = 32, 4, 2, 1
 Batch = dict[str, torch.Tensor]
 
@@ -83,11 +83,29 @@ def fresh_module(cfg: DictConfig, folder: Path, images: torch.Tensor) -> AgeGend
     return module
 
 
+class StepTimer(L.Callback):
+    """When each training step starts, per epoch."""
+
+    def __init__(self) -> None:
+        self.starts: list[list[float]] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.starts.append([])
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.starts[-1].append(time.perf_counter())
+
+
 def plain_epoch(
     module: AgeGenderModule, optimizer: torch.optim.Optimizer, batches: list[Batch], bf16: bool
-) -> None:
+) -> list[float]:
+    """One epoch of the plain loop; returns the start time of each step."""
     module.train()
+    starts = []
     for index, batch in enumerate(batches):
+        starts.append(time.perf_counter())
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = module.training_step(batch, index)
         optimizer.zero_grad(set_to_none=True)
@@ -96,19 +114,22 @@ def plain_epoch(
     metrics = module.metrics["train_metrics"]
     metrics.compute()
     metrics.reset()
+    return starts
 
 
-def plain_seconds(cfg: DictConfig, folder: Path, batches: list[Batch]) -> float:
+def plain_steps(cfg: DictConfig, folder: Path, batches: list[Batch]) -> list[float]:
+    """Step-to-step times of the plain loop's second epoch."""
     module = fresh_module(cfg, folder, batches[0]["image"])
     optimizer = module.configure_optimizers()
     bf16 = str(cfg.trainer.precision).startswith("bf16")
     plain_epoch(module, optimizer, batches, bf16)  # warm-up
-    return timed(lambda: plain_epoch(module, optimizer, batches, bf16))
+    return np.diff(plain_epoch(module, optimizer, batches, bf16)).tolist()
 
 
-def lightning_seconds(cfg: DictConfig, folder: Path, batches: list[Batch]) -> float:
+def lightning_steps(cfg: DictConfig, folder: Path, batches: list[Batch]) -> list[float]:
+    """Step-to-step times of a Trainer's second epoch: everything Lightning does per step."""
     module = fresh_module(cfg, folder, batches[0]["image"])
-    timer = EpochTimer()
+    timer = StepTimer()
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -123,7 +144,20 @@ def lightning_seconds(cfg: DictConfig, folder: Path, batches: list[Batch]) -> fl
         callbacks=[timer],
     )
     trainer.fit(module, train_dataloaders=InMemoryLoader(batches))
-    return timer.seconds[-1]
+    return np.diff(timer.starts[-1]).tolist()
+
+
+def median_step(rounds: int, measures: dict[str, Callable[[], list[float]]]) -> dict[str, float]:
+    """Median step time of each side over alternating rounds.
+
+    The median of many steps ignores the few that another process slowed down, which a
+    whole-epoch time cannot.
+    """
+    steps: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            steps[name] += measure()
+    return {name: float(np.median(values)) for name, values in steps.items()}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -132,7 +166,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         if quick
         else (SIZE, BATCH, STEPS, ROUNDS)
     )
-    images = batch * steps
     base = ("phase=finetune", "model.pretrained=none", "optim.plateau=null")
     base += (f"data.image_size={size}", f"data.batch_size={batch}")
     cfg = train_config(*base)
@@ -144,15 +177,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     ):
         folder = Path(name)
         batches = make_batches(folder, size, batch, steps)
-        best = best_of(
+        step = median_step(
             rounds,
             {
-                "plain PyTorch loop": lambda: plain_seconds(cfg, folder, batches),
-                "Lightning Trainer": lambda: lightning_seconds(cfg, folder, batches),
+                "plain PyTorch loop": lambda: plain_steps(cfg, folder, batches),
+                "Lightning Trainer": lambda: lightning_steps(cfg, folder, batches),
             },
         )
-        for loop, seconds in best.items():
-            rows.append({"table": "overhead", "variant": loop, "images_per_s": images / seconds})
+        for loop, seconds in step.items():
+            rows.append({"table": "overhead", "variant": loop, "images_per_s": batch / seconds})
         variants = {
             "fp32, NCHW": ("model.channels_last=false", "trainer.precision=32-true"),
             "fp32, channels-last": ("model.channels_last=true", "trainer.precision=32-true"),
@@ -163,16 +196,16 @@ def run(quick: bool = False) -> dict[str, Any]:
             ),
         }
         configs = {label: train_config(*base, *extra) for label, extra in variants.items()}
-        lean = best_of(
+        lean = median_step(
             max(1, rounds // 2),
             {
-                label: lambda c=c: lightning_seconds(c, folder, batches)
+                label: lambda c=c: lightning_steps(c, folder, batches)
                 for label, c in configs.items()
             },
         )
         for label, seconds in lean.items():
-            rows.append({"table": "lean loop", "variant": label, "images_per_s": images / seconds})
-    overhead = best["Lightning Trainer"] / best["plain PyTorch loop"] - 1
+            rows.append({"table": "lean loop", "variant": label, "images_per_s": batch / seconds})
+    overhead = step["Lightning Trainer"] / step["plain PyTorch loop"] - 1
     result = {
         "entry": "train",
         "rows": rows,
@@ -186,8 +219,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         },
         "lightning_overhead": overhead,
         "notes": (
-            f"finetune (features[10:] trainable), {size} px, batch {batch}, {steps} steps "
-            f"per timed epoch after a warm-up epoch, best of {rounds} alternating rounds "
+            f"finetune (features[10:] trainable), {size} px, batch {batch}; median step "
+            f"time over the second epoch ({steps} steps) of {rounds} alternating runs each "
             f"({max(1, rounds // 2)} for the lean loop); "
             f"overhead pair: model.channels_last={cfg.model.channels_last}, "
             f"{cfg.trainer.precision}; {THREADS} intra-op thread(s)"
