@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from agegender import __version__
+from agegender.data.utkface import RACES
 from agegender.errors import UserError
 from agegender.model import AgeGenderNet, NetConfig
 
 META_KEY = "agegender"
 META_FORMAT = 1
-RACES = ("White", "Black", "Asian", "Indian", "Others")
 LABELS = {
     "age": "years",
     "gender": "p_female = P(female); UTKFace gender 0 = male, 1 = female",

@@ -32,7 +32,6 @@ import numpy as np
 
 __all__ = [
     "GENERATOR_VERSION",
-    "RACE_NAMES",
     "generate_dataset",
     "render_face",
     "sample_labels",
@@ -42,7 +41,6 @@ __all__ = [
 # Bump whenever the pixels or labels change, so cached folders get regenerated.
 GENERATOR_VERSION = 1
 
-RACE_NAMES = ("White", "Black", "Asian", "Indian", "Others")
 _RACE_SHARES = np.array([0.42, 0.19, 0.14, 0.17, 0.08])
 _FEMALE_SHARE = 0.48  # UTKFace is ~52% male
 

@@ -14,7 +14,7 @@ import matplotlib
 import numpy as np
 
 from agegender.callbacks import annotate_grid, label_text
-from agegender.checkpoint import RACES
+from agegender.data.utkface import RACES
 from agegender.evaluation.metrics import GENDERS
 
 matplotlib.use("Agg")  # files only, no display
