@@ -25,10 +25,12 @@ def main(cfg: DictConfig) -> float:
         batch_size=int(cfg.batch_size),
         worst=int(cfg.worst),
         tensorboard=bool(cfg.tensorboard),
+        crop=str(cfg.crop),
     )
     write_atomic(result.out_dir / "eval_config.yaml", OmegaConf.to_yaml(cfg))
     overall = result.summary["results"]["plain"]["overall"]
     print(f"\nEvaluated {model} on {result.summary['data']}")
+    print(f"  crop={cfg.crop}: {result.summary['framing']}")
     for name, res in result.summary["results"].items():
         o = res["overall"]
         print(

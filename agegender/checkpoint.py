@@ -41,6 +41,7 @@ def build_meta(
     age_range: tuple[int, int],
     phase: str,
     split_file: str | None = None,
+    crop: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The inference contract stored in each checkpoint (plain types only)."""
     return {
@@ -52,6 +53,8 @@ def build_meta(
         "version": __version__,
         "phase": phase,
         "split_file": split_file,
+        # the face framing trained on (faces.photo.PhotoCrop.to_meta); None = centre squares
+        "crop": crop,
     }
 
 

@@ -15,14 +15,20 @@ class ImageDecodeError(ValueError):
     """Bytes that are not a decodable image."""
 
 
-def decode_rgb(data: bytes) -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, ...) -> RGB uint8 [H, W, 3]."""
+def decode_bgr(data: bytes) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) -> BGR uint8 [H, W, 3] (OpenCV's and the face
+    detectors' channel order)."""
     if not data:
         raise ImageDecodeError("empty file")
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise ImageDecodeError("not a decodable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return bgr
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) -> RGB uint8 [H, W, 3]."""
+    return cv2.cvtColor(decode_bgr(data), cv2.COLOR_BGR2RGB)
 
 
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:

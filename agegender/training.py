@@ -24,6 +24,7 @@ from agegender.checkpoint import (
 from agegender.data.datamodule import UTKFaceDataModule
 from agegender.data.feature_cache import FeatureCache
 from agegender.errors import UserError
+from agegender.faces.photo import PhotoCrop
 from agegender.model import NetConfig
 from agegender.module import AgeGenderModule
 
@@ -51,6 +52,23 @@ def find_init_checkpoint(cfg: DictConfig) -> LoadedCheckpoint:
     return load_checkpoint(found)
 
 
+def _crop_meta(cfg: DictConfig, start: LoadedCheckpoint | None) -> dict[str, Any] | None:
+    """The framing this run trains on (data.crop), for live and eval to frame faces alike.
+
+    Finetuning on another framing than the start checkpoint's is allowed but said aloud.
+    """
+    crop_cfg = cfg.data.get("crop")
+    crop = PhotoCrop.from_config(None if crop_cfg is None else _container(crop_cfg))
+    meta = None if crop is None else crop.to_meta()
+    if start is not None and start.meta.get("crop") != meta:
+        log.warning(
+            "the start checkpoint was trained on crop=%s, this run uses %s",
+            start.meta.get("crop"),
+            meta,
+        )
+    return meta
+
+
 def build_module(cfg: DictConfig, run_dir: Path, start: LoadedCheckpoint | None) -> AgeGenderModule:
     """The module for this phase, from ImageNet weights or from the `start` checkpoint."""
     phase = cfg.phase.name
@@ -70,6 +88,7 @@ def build_module(cfg: DictConfig, run_dir: Path, start: LoadedCheckpoint | None)
         tuple(cfg.data.age_range),
         phase,
         split_file=str(run_dir / "split.json"),
+        crop=_crop_meta(cfg, start),
     )
     module = AgeGenderModule(
         net=net.to_dict(),

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("skimage.data")
 
 from agegender.bench import live as bench_live  # noqa: E402 - needs skimage
-from agegender.inference.detectors import HaarDetector  # noqa: E402
+from agegender.faces.detectors import HaarDetector  # noqa: E402
 
 
 def test_face_clip_has_its_faces_where_its_truth_says(tmp_path: Path) -> None:

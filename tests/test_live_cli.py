@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agegender.inference.detectors import Box
+from agegender.faces.detectors import Box
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agegender.inference.detectors import (
+from agegender.faces.detectors import (
     Box,
     Detector,
     DetectorError,

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from agegender.checkpoint import CheckpointError
-from agegender.inference.detectors import Box, Detector, FullFrameDetector
+from agegender.faces.crop import Framing, box_crop
+from agegender.faces.detectors import Box, Detector, FullFrameDetector
 from agegender.inference.live import (
     FacePipeline,
     LiveError,
@@ -20,7 +21,6 @@ from agegender.inference.live import (
     open_predictor,
     resolve_display,
     run,
-    square_crop,
 )
 from agegender.inference.predictor import Predictor
 from agegender.inference.sinks import JsonlSink
@@ -70,11 +70,11 @@ class ListSource(Source):
             yield Frame(index, index / 25, np.zeros((120, 160, 3), np.uint8))
 
 
-def test_square_crop_is_centred_and_padded_at_the_edge() -> None:
+def test_box_crop_is_centred_and_padded_at_the_edge() -> None:
     frame = np.full((100, 100, 3), 200, np.uint8)
-    inside = square_crop(frame, Box(40, 40, 60, 60), margin=0.5)
+    inside = box_crop(frame, Box(40, 40, 60, 60), margin=0.5)
     assert inside.shape == (30, 30, 3) and inside.min() == 200
-    edge = square_crop(frame, Box(0, 0, 20, 20), margin=1.0)
+    edge = box_crop(frame, Box(0, 0, 20, 20), margin=1.0)
     assert edge.shape == (40, 40, 3)
     assert edge[:10, :10].max() == 0 and edge[20:, 20:].min() == 200  # face stays centred
 
@@ -82,7 +82,8 @@ def test_square_crop_is_centred_and_padded_at_the_edge() -> None:
 def test_crops_are_rgb_at_the_model_size() -> None:
     frame = np.zeros((50, 50, 3), np.uint8)
     frame[..., 0] = 255  # blue in BGR
-    (crop,) = crop_faces(frame, [Box(10, 10, 40, 40)], margin=0.2, size=16)
+    framing = Framing(align=False, box_margin=0.2)
+    (crop,) = crop_faces(frame, [Box(10, 10, 40, 40)], framing, size=16)
     assert crop.shape == (16, 16, 3)
     assert tuple(crop[8, 8]) == (0, 0, 255)
 

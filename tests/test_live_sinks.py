@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agegender.inference.detectors import Box
+from agegender.faces.detectors import Box
 from agegender.inference.sinks import (
     CsvSink,
     ImageSink,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agegender.inference.detectors import Box
+from agegender.faces.detectors import Box
 from agegender.inference.tracking import IouTracker, ema
 
 

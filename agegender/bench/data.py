@@ -50,7 +50,7 @@ class DecodingDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image = torch.from_numpy(
-            np.ascontiguousarray(decode_for_store(self.files[index], self.image_size))
+            np.ascontiguousarray(decode_for_store(self.files[index], self.image_size)[0])
         )
         if self.transform is not None:
             image = self.transform(image)

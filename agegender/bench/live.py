@@ -1,8 +1,8 @@
 """Live pipeline benchmark: frames/s and ms per stage on a generated 640x480 clip.
 
 The clip composites the face of `skimage.data.astronaut()` (a public-domain NASA photograph)
-at moving positions on a still background, with one or three faces, so the Haar detector
-works as it would on a camera. The whole loop of `live.py` runs on it (decode, detect, crop,
+at moving positions on a still background, with one or three faces, so the live detector
+(YuNet) works as it would on a camera. The whole loop of `live.py` runs on it (decode, detect, crop,
 predict, track, draw; no window, no file output), with the tuned defaults and with detection
 and prediction on every frame, for the torch backend and, when it is available, onnxruntime.
 Box recall against the known face positions shows that carrying boxes between detections
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from agegender.checkpoint import build_meta
-from agegender.inference.detectors import Box, HaarDetector
+from agegender.faces.detectors import Box, Detector, build_detector
+from agegender.faces.photo import PhotoCrop
 from agegender.inference.live import STAGES, FacePipeline, LiveSettings, StageClock, set_threads
 from agegender.inference.live import run as run_loop
 from agegender.inference.predictor import Predictor, TorchPredictor
@@ -59,8 +60,7 @@ def astronaut_patch() -> FacePatch:
             "the live benchmark needs scikit-image: pip install scikit-image"
         ) from error
     bgr = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    found = HaarDetector(width=bgr.shape[1]).detect(grey)
+    found = live_detector().detect_still(bgr)
     face = max(found, key=lambda b: b.area)  # one face in this photograph
     cx, cy = face.center
     half = int(face.width * 1.1)  # head and some hair around the face, like a webcam shot
@@ -74,6 +74,11 @@ def astronaut_patch() -> FacePatch:
     mask = cv2.GaussianBlur(mask, (0, 0), side / 30)[..., None]
     local = Box(face.x1 - x1, face.y1 - y1, face.x2 - x1, face.y2 - y1)
     return FacePatch(image, mask, local)
+
+
+def live_detector() -> Detector:
+    """The detector live.py uses by default (conf/live.yaml), with its default options."""
+    return build_detector("yunet")
 
 
 def background(size: tuple[int, int] = FRAME_SIZE, seed: int = 0) -> np.ndarray:
@@ -105,7 +110,7 @@ def make_face_clip(
     path: str | Path, faces: int = 1, frames: int = 90, size: tuple[int, int] = FRAME_SIZE
 ) -> list[list[Box]]:
     """Write a clip (mp4v) with `faces` moving astronaut faces; returns the face boxes per
-    frame (where the Haar detector finds the face in the full-resolution photograph)."""
+    frame (where the live detector finds the face in the full-resolution photograph)."""
     if not 1 <= faces <= len(FACE_PATHS):
         raise ValueError(f"faces must be 1..{len(FACE_PATHS)}, got {faces}")
     patch = astronaut_patch()
@@ -147,7 +152,8 @@ def write_bench_checkpoint(path: Path, image_size: int = IMAGE_SIZE) -> Path:
     model = AgeGenderNet(net)
     model.init_age_bias(30.0)  # plausible labels in pictures made with it
     state = {f"net.{k}": v for k, v in model.state_dict().items()}
-    meta = build_meta(net, image_size, (1, 80), "frozen")
+    # framed as the default training data is, so the live loop aligns faces as it would
+    meta = build_meta(net, image_size, (1, 80), "frozen", crop=PhotoCrop().to_meta())
     torch.save({"state_dict": state, "agegender": meta}, path)
     return path
 
@@ -172,7 +178,7 @@ def measure(
     scan_every: int,
 ) -> dict:
     """One pass of the live loop over the clip: frames/s, ms per stage, box recall."""
-    detector = HaarDetector()
+    detector = live_detector()
     predictor.predict([np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)] * 3)  # warm-up
     detector.detect(background())
     settings = LiveSettings(

@@ -1,7 +1,9 @@
-"""Decode-once image store: every image decoded and resized once into a memory-mapped array.
+"""Decode-once image store: every image decoded, framed and resized once into a memory map.
 
-The store is keyed by the content digests of the file list and the image size, so it is
-rebuilt exactly when either changes. It is written under a temporary name and renamed into
+With `data.crop` set, each photograph goes through the face path (detect, align, crop) while
+the store is built; otherwise it is centre-cropped and resized. The store is keyed by the
+content digests of the file list, the image size and the crop settings, so it is rebuilt
+exactly when one of them changes. It is written under a temporary name and renamed into
 place only when complete; the metadata file is renamed last and is what marks a store as
 usable, so an interrupted build is never read.
 """
@@ -12,25 +14,30 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from rich.progress import track
 
 from agegender.data.utkface import Sample
-from agegender.preprocess import ImageDecodeError, decode_rgb, square_resize
+from agegender.faces.photo import OUTCOMES, PhotoCrop
+from agegender.preprocess import ImageDecodeError, decode_bgr, square_resize
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1  # bump when the preprocessing changes what a stored image looks like
+STORE_VERSION = 2  # bump when the preprocessing changes what a stored image looks like
+UNREADABLE = "unreadable"  # the outcome of a file that did not decode
 
 
-def store_key(samples: Sequence[Sample], image_size: int) -> str:
+def store_key(samples: Sequence[Sample], image_size: int, crop: PhotoCrop | None = None) -> str:
     digest = hashlib.blake2b(digest_size=10)
     digest.update(f"v{STORE_VERSION}:{image_size}:".encode())
+    if crop is not None:
+        digest.update(crop.key().encode())
     for sample in samples:
         digest.update(sample.digest.encode())
     return digest.hexdigest()
@@ -44,6 +51,11 @@ class ImageStore:
     images: np.ndarray
     valid: np.ndarray
     decoded: int  # images decoded by this call: 0 when an existing store was reused
+    # per image: how it was framed (faces.photo.OUTCOMES), or "unreadable"
+    outcomes: list[str]
+
+    def outcome_counts(self) -> dict[str, int]:
+        return {name: self.outcomes.count(name) for name in (*OUTCOMES, UNREADABLE)}
 
     @property
     def image_size(self) -> int:
@@ -59,13 +71,23 @@ def open_store(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def decode_for_store(file: Path, image_size: int) -> np.ndarray | None:
-    """One image file as the store holds it (uint8 [3, S, S] RGB), or None if undecodable."""
+Cropper = Callable[[np.ndarray], tuple[np.ndarray, str]]
+
+
+def decode_for_store(
+    file: Path, image_size: int, cropper: Cropper | None = None
+) -> tuple[np.ndarray | None, str]:
+    """One image file as the store holds it (uint8 [3, S, S] RGB) and its outcome; None and
+    "unreadable" if it does not decode. `cropper` is the face path (BGR photo -> RGB crop)."""
     try:
-        rgb = decode_rgb(file.read_bytes())
+        bgr = decode_bgr(file.read_bytes())
     except (ImageDecodeError, OSError):
-        return None
-    return square_resize(rgb, image_size).transpose(2, 0, 1)
+        return None, UNREADABLE
+    if cropper is None:
+        rgb, outcome = cv2.cvtColor(square_resize(bgr, image_size), cv2.COLOR_BGR2RGB), "centre"
+    else:
+        rgb, outcome = cropper(bgr)
+    return rgb.transpose(2, 0, 1), outcome
 
 
 def open_or_build(
@@ -75,16 +97,22 @@ def open_or_build(
     cache_dir: str | Path,
     progress: bool = True,
     workers: int | None = None,
+    crop: PhotoCrop | None = None,
 ) -> ImageStore:
-    """Reuse the store for these samples and size, or decode every image once to build it."""
+    """Reuse the store for these samples, size and crop settings, or build it: every image
+    decoded (and, with `crop`, run through the face path) once.
+
+    Photographs where `crop` finds no face are centre-cropped, or marked not valid when its
+    `on_miss` is skip."""
     cache_dir = Path(cache_dir)
-    key = store_key(samples, image_size)
+    key = store_key(samples, image_size, crop)
     array_path, meta_path = _paths(key, cache_dir)
     if array_path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         images = open_store(array_path)
         if images.shape == (len(samples), 3, image_size, image_size):
-            return ImageStore(array_path, images, np.array(meta["valid"], dtype=bool), 0)
+            valid = np.array(meta["valid"], dtype=bool)
+            return ImageStore(array_path, images, valid, 0, list(meta["outcomes"]))
         log.warning("image store %s has an unexpected shape; rebuilding it", array_path)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -93,26 +121,41 @@ def open_or_build(
     shape = (len(samples), 3, image_size, image_size)
     images = np.lib.format.open_memmap(array_tmp, mode="w+", dtype=np.uint8, shape=shape)
     valid = np.zeros(len(samples), dtype=bool)
+    outcomes: list[str] = []
     files = [root / sample.relpath for sample in samples]
+    cropper = crop.cropper(image_size) if crop is not None else None
+    skip_misses = crop is not None and crop.on_miss == "skip"
+    action = "Decoding" if crop is None else "Decoding and framing faces of"
     # OpenCV releases the GIL while decoding, so threads use every core.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        decoded = pool.map(lambda file: decode_for_store(file, image_size), files, chunksize=32)
+        decoded = pool.map(
+            lambda file: decode_for_store(file, image_size, cropper), files, chunksize=32
+        )
         steps = track(
             decoded,
             total=len(files),
-            description=f"Decoding {len(files)} images to {image_size}px (once)",
+            description=f"{action} {len(files)} images at {image_size}px (once)",
             disable=not progress,
         )
-        for index, image in enumerate(steps):
+        for index, (image, outcome) in enumerate(steps):
+            outcomes.append(outcome)
             if image is not None:
                 images[index] = image
-                valid[index] = True
+                valid[index] = not (skip_misses and outcome == "centre")
     images.flush()
     del images
     os.replace(array_tmp, array_path)
     meta_tmp = meta_path.with_name(meta_path.name + suffix)
     meta_tmp.write_text(
-        json.dumps({"version": STORE_VERSION, "image_size": image_size, "valid": valid.tolist()})
+        json.dumps(
+            {
+                "version": STORE_VERSION,
+                "image_size": image_size,
+                "crop": None if crop is None else json.loads(crop.key()),
+                "valid": valid.tolist(),
+                "outcomes": outcomes,
+            }
+        )
     )
     os.replace(meta_tmp, meta_path)  # last: its presence marks the store complete
-    return ImageStore(array_path, open_store(array_path), valid, len(samples))
+    return ImageStore(array_path, open_store(array_path), valid, len(samples), outcomes)

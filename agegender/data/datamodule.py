@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from agegender.data.cache import ImageStore, open_or_build, open_store
+from agegender.data.cache import UNREADABLE, ImageStore, open_or_build, open_store
 from agegender.data.features import EmbeddingDataset, FeatureStore
 from agegender.data.split import Split, load_split, make_split, save_split
 from agegender.data.utkface import (
@@ -29,6 +29,7 @@ from agegender.data.utkface import (
     discover,
     summary_lines,
 )
+from agegender.faces.photo import PhotoCrop
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class PreparedData:
     rows: np.ndarray  # row of each sample in the image store
     store: ImageStore
     skipped: dict[str, int]
+    framing: str  # how the faces were framed, counted (framing_line)
 
 
 def resolve_root(config: dict[str, Any]) -> Path:
@@ -165,16 +167,34 @@ def prepare(config: dict[str, Any], progress: bool = True) -> PreparedData:
         age_range=tuple(config["age_range"]),
         digest_index=cache_dir / f"digests-{root_key}.json",
     )
-    store = open_or_build(root, discovery.samples, int(config["image_size"]), cache_dir, progress)
+    crop = PhotoCrop.from_config(config.get("crop"))
+    store = open_or_build(
+        root, discovery.samples, int(config["image_size"]), cache_dir, progress, crop=crop
+    )
     skipped = dict(discovery.skipped)
-    unreadable = int((~store.valid).sum())
-    if unreadable:
-        skipped["unreadable or corrupt image"] = unreadable
+    counts = store.outcome_counts()
+    if counts[UNREADABLE]:
+        skipped["unreadable or corrupt image"] = counts[UNREADABLE]
+    missed = int((~store.valid).sum()) - counts[UNREADABLE]
+    if missed:
+        skipped["no face found, data.crop.on_miss=skip"] = missed
     rows = np.flatnonzero(store.valid)
     samples = [discovery.samples[i] for i in rows]
     if not samples:
         raise DatasetError(f"data.root={root}: no image could be decoded. {DOWNLOAD_HELP}")
-    return PreparedData(root, samples, rows, store, skipped)
+    return PreparedData(root, samples, rows, store, skipped, framing_line(crop, counts))
+
+
+def framing_line(crop: PhotoCrop | None, counts: dict[str, int]) -> str:
+    """How the stored faces were framed, in words, for the data summary and reports."""
+    if crop is None:
+        return "faces framed as stored: centre square (data.crop=null)"
+    kept = "centre-cropped" if crop.on_miss == "keep" else "skipped"
+    return (
+        f"faces framed by the face path ({crop.detector}, align={crop.framing.align}, "
+        f"margin={crop.framing.margin}): {counts['aligned']} aligned on landmarks, "
+        f"{counts['box']} box crops, {counts['centre']} with no face found ({kept})"
+    )
 
 
 class UTKFaceDataModule(L.LightningDataModule):
@@ -199,6 +219,7 @@ class UTKFaceDataModule(L.LightningDataModule):
         self.data = prepare(self.config, progress=False)
         for line in summary_lines(self.data.root, len(self.data.samples), self.data.skipped):
             log.info(line)
+        log.info(self.data.framing)
         split_file = self.config.get("split_file")
         split_cfg = self.config.get("split", {})
         if split_file:

@@ -18,6 +18,7 @@ from agegender.data.datamodule import PreparedData, UTKFaceDataModule, prepare
 from agegender.data.split import SPLITS, SplitMismatchError
 from agegender.data.utkface import Sample
 from agegender.errors import UserError
+from agegender.faces.crop import LEGACY_FRAMING
 
 
 class EvalDataError(UserError):
@@ -33,6 +34,7 @@ class EvalSet:
     relpaths: list[str]
     root: Path
     source: str  # what was evaluated, in words
+    framing: str  # how the faces were framed, counted
 
     def __len__(self) -> int:
         return len(self.ages)
@@ -58,10 +60,30 @@ def _split_root(split_file: Path) -> str:
         ) from error
 
 
+CROP_MODES = ("face", "dataset")
+
+
+def eval_crop(meta: dict[str, Any], mode: str) -> dict[str, Any] | None:
+    """data.crop for evaluation: `face` runs the face path as live does on a photograph (the
+    model's own framing; square box crops for a model trained without one), `dataset` scores
+    the photographs as stored, centre-cropped."""
+    if mode not in CROP_MODES:
+        raise EvalDataError(f"crop={mode}: choose one of {', '.join(CROP_MODES)}")
+    if mode == "dataset":
+        return None
+    crop = dict(meta.get("crop") or LEGACY_FRAMING.to_dict())
+    return {**crop, "on_miss": "keep"}  # every photograph is scored, misses counted
+
+
 def load_eval_set(
-    meta: dict[str, Any], data_cfg: dict[str, Any], part: str = "test", limit: int | None = None
+    meta: dict[str, Any],
+    data_cfg: dict[str, Any],
+    part: str = "test",
+    limit: int | None = None,
+    crop: str = "face",
 ) -> EvalSet:
-    """Images and labels to evaluate, at the model's image size and age range.
+    """Images and labels to evaluate, at the model's image size and age range, framed as
+    `crop` says (see eval_crop).
 
     `data.root` alone: every usable image in that folder. Otherwise `part` of the saved split
     (`data.split_file`, else the one the checkpoint was trained with) on its own folder.
@@ -70,7 +92,10 @@ def load_eval_set(
         raise EvalDataError(f"split={part}: choose one of {', '.join(SPLITS)}")
     config = dict(data_cfg)
     config.update(
-        image_size=int(meta["image_size"]), age_range=list(meta["age_range"]), synthetic=None
+        image_size=int(meta["image_size"]),
+        age_range=list(meta["age_range"]),
+        synthetic=None,
+        crop=eval_crop(meta, crop),
     )
     if config.get("root") and not config.get("split_file"):
         data = prepare(config, progress=False)
@@ -101,4 +126,5 @@ def load_eval_set(
         relpaths=[s.relpath for s in samples],
         root=data.root,
         source=source,
+        framing=data.framing,
     )

@@ -55,6 +55,7 @@ def markdown(summary: dict[str, Any], pictures: dict[str, str]) -> str:
         "",
         f"- model: `{summary['model']}` ({summary['backend']})",
         f"- data: {summary['data']}",
+        f"- framing (crop={summary['crop']}): {summary['framing']}",
         f"- age: MAE/RMSE in years; CS@{CS_YEARS} = share within {CS_YEARS} years; bias = "
         "mean(predicted - true), positive = predicted too old",
         "- gender: accuracy at p_female = 0.5; ROC AUC of p_female (– where a group holds "

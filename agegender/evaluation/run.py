@@ -96,14 +96,18 @@ def evaluate(
     batch_size: int = 64,
     worst: int = 16,
     tensorboard: bool = True,
+    crop: str = "face",
 ) -> EvalResult:
-    """Evaluate a checkpoint or exported model and write the report into `out_dir`."""
+    """Evaluate a checkpoint or exported model and write the report into `out_dir`.
+
+    `crop=face` frames every photograph through the face path, as live.py does, so the
+    numbers are what live shows; `crop=dataset` scores the photographs as stored."""
     tta = tta or "none"
     if tta not in TTA_CHOICES:
         raise UserError(f"tta={tta}: choose tta=flip or leave it out")
     model_path = Path(model_path)
     predictor = load_predictor(model_path)
-    data = load_eval_set(predictor.meta, data_cfg, part)
+    data = load_eval_set(predictor.meta, data_cfg, part, crop=crop)
     out = Path(out_dir) if out_dir else default_out_dir(model_path)
     out.mkdir(parents=True, exist_ok=True)
     labels = (data.ages, data.genders, data.races)
@@ -123,6 +127,8 @@ def evaluate(
         "split": part,
         "image_size": predictor.image_size,
         "tta": tta,
+        "crop": crop,
+        "framing": data.framing,
         "results": results,
     }
     write_reports(out, summary, {name: path.name for name, path in pictures.items()})

@@ -23,13 +23,13 @@ import numpy as np
 
 from agegender.checkpoint import CheckpointError, resolve_checkpoint
 from agegender.errors import UserError
-from agegender.inference.detectors import Box, Detector, build_detector
+from agegender.faces.crop import Framing, crop_face, framing_of
+from agegender.faces.detectors import Box, Detector, build_detector
 from agegender.inference.overlay import draw_faces, draw_fps
 from agegender.inference.predictor import Predictor, load_predictor
 from agegender.inference.sinks import Sink, open_sinks
 from agegender.inference.sources import Frame, Source, open_source
 from agegender.inference.tracking import IouTracker, Track, ema
-from agegender.preprocess import square_resize
 
 STAGES = ("capture", "detect", "crop", "predict", "track", "draw", "output")
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
@@ -63,7 +63,6 @@ class StageClock:
 
 @dataclass
 class LiveSettings:
-    margin: float = 0.4  # crop side = (1 + margin) * box side; UTKFace crops are loose
     detect_every: int = 3  # run the detector every N frames; the tracker carries boxes between
     scan_every: int = 4  # every Nth detection scans the whole frame, the others near known faces
     predict_every: int = 3  # refresh each face's prediction every N frames; the EMA carries it
@@ -78,42 +77,12 @@ class LiveSettings:
                 raise LiveError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.smoothing < 1:
             raise LiveError(f"smoothing must be in [0, 1) (0 = off), got {self.smoothing}")
-        if self.margin < 0:
-            raise LiveError(f"margin must be >= 0, got {self.margin}")
 
 
-def square_crop(frame: np.ndarray, box: Box, margin: float) -> np.ndarray:
-    """Square around the box's centre, (1 + margin) times its longer side; parts outside the
-    frame are black, so the face stays centred near the edges."""
-    height, width = frame.shape[:2]
-    cx, cy = box.center
-    side = int(round(max(box.width, box.height, 2.0) * (1.0 + margin)))
-    side = min(side, 2 * max(height, width))
-    x1, y1 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    x2, y2 = x1 + side, y1 + side
-    inside = frame[max(0, y1) : min(height, y2), max(0, x1) : min(width, x2)]
-    if inside.shape[:2] == (side, side):
-        return inside
-    if inside.size == 0:
-        return np.zeros((side, side, 3), dtype=frame.dtype)
-    return cv2.copyMakeBorder(
-        inside,
-        max(0, -y1),
-        max(0, y2 - height),
-        max(0, -x1),
-        max(0, x2 - width),
-        cv2.BORDER_CONSTANT,
-        value=(0, 0, 0),
-    )
-
-
-def crop_faces(frame: np.ndarray, boxes: Sequence[Box], margin: float, size: int) -> list:
-    """BGR frame -> RGB uint8 crops [size, size, 3], one per box (resized before the colour
-    swap: the same pixels, less work)."""
-    return [
-        cv2.cvtColor(square_resize(square_crop(frame, box, margin), size), cv2.COLOR_BGR2RGB)
-        for box in boxes
-    ]
+def crop_faces(frame: np.ndarray, boxes: Sequence[Box], framing: Framing, size: int) -> list:
+    """BGR frame -> RGB uint8 crops [size, size, 3], one per box, through the face path
+    (cropped before the colour swap: the same pixels, less work)."""
+    return [cv2.cvtColor(crop_face(frame, box, framing, size), cv2.COLOR_BGR2RGB) for box in boxes]
 
 
 class FacePipeline:
@@ -132,6 +101,7 @@ class FacePipeline:
         self.clock = clock or StageClock()
         s = self.settings
         self.tracker = IouTracker(s.iou_threshold, s.max_age, s.hold, s.smoothing)
+        self.framing = framing_of(predictor.meta)  # what the model was trained on
         self.frames_seen = 0
 
     def process(self, frame: Frame, stills: bool = False) -> list[Track]:
@@ -140,7 +110,7 @@ class FacePipeline:
         `stills`: the frame is unrelated to the previous one (a folder of images), so it is
         detected and predicted afresh, with no tracking or smoothing across frames.
         """
-        s, clock = self.settings, self.clock
+        clock = self.clock
         detections = self._detect(frame.image, stills)
         clock.lap("detect")
         if stills:
@@ -148,7 +118,8 @@ class FacePipeline:
         faces = self.tracker.step(detections)
         due = self._due(faces)
         clock.lap("track")
-        crops = crop_faces(frame.image, [t.box for t in due], s.margin, self.predictor.image_size)
+        boxes = [t.box.carry_landmarks(t.detection) for t in due]
+        crops = crop_faces(frame.image, boxes, self.framing, self.predictor.image_size)
         clock.lap("crop")
         outputs = self.predictor.predict(crops) if crops else np.zeros((0, 2), np.float32)
         clock.lap("predict")
@@ -167,7 +138,7 @@ class FacePipeline:
         """
         s = self.settings
         if stills:
-            return self.detector.detect(image)
+            return self.detector.detect_still(image)
         if self.frames_seen % s.detect_every:
             return None
         known = [t.next_box() for t in self.tracker.visible()]
@@ -372,7 +343,6 @@ def open_predictor(
 
 def _settings(cfg: Mapping[str, Any]) -> LiveSettings:
     return LiveSettings(
-        margin=float(cfg["margin"]),
         detect_every=int(cfg["detect_every"]),
         scan_every=int(cfg["scan_every"]),
         predict_every=int(cfg["predict_every"]),

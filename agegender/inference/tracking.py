@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agegender.inference.detectors import Box
+from agegender.faces.detectors import Box
 
 
 def ema(previous: float | None, new: float, smoothing: float) -> float:
@@ -37,6 +37,12 @@ class Track:
     frames_since_predict: int = 0
     fresh: bool = False  # the model ran on this face in the current frame
     _hit_box: Box | None = None  # box at the last matched detection
+
+    @property
+    def detection(self) -> Box:
+        """The box of the last detection matched (with landmarks, where the detector has
+        them); `box` has moved on since by the track's velocity."""
+        return self._hit_box if self._hit_box is not None else self.box
 
     def next_box(self) -> Box:
         """Where the box will be in the next frame, at the current velocity."""

@@ -1,0 +1,1 @@
+"""The face path shared by training, evaluation, live and the server: detect, align, crop."""

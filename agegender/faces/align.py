@@ -1,0 +1,81 @@
+"""Face framing: five landmarks -> a similarity warp onto one canonical template.
+
+The template is where YuNet puts the eyes, nose tip and mouth corners in UTKFace's aligned
+photographs (the set the recipe trains on; each with a quarter of its side as black border),
+averaged and mirrored to be left-right symmetric, as fractions of the crop side. Warping
+every face onto it, in training, evaluation and live, frames a webcam face the way the
+training photographs were framed. `margin` zooms out around the template's centre, adding
+context.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# (x, y) as fractions of the crop side: right eye, left eye (image left to right), nose tip,
+# right and left mouth corner. YuNet reports landmarks in this order.
+TEMPLATE = np.array(
+    [
+        [0.2973, 0.2736],
+        [0.7027, 0.2736],
+        [0.5000, 0.5014],
+        [0.3287, 0.6691],
+        [0.6713, 0.6691],
+    ],
+    dtype=np.float64,
+)
+# Downscaling by more than this in one warp aliases; the frame is shrunk with INTER_AREA first.
+_MAX_WARP_SHRINK = 2.0
+
+
+def template_points(size: int, margin: float = 0.0) -> np.ndarray:
+    """The template in pixels of a size x size crop, zoomed out by (1 + margin)."""
+    centred = (TEMPLATE - 0.5) / (1.0 + margin) + 0.5
+    return centred * size
+
+
+def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity (rotation, uniform scale, shift) that best maps `source` points onto
+    `target` points in the least-squares sense (Umeyama's closed form, no reflection)."""
+    source = np.asarray(source, dtype=np.float64).reshape(-1, 2)
+    target = np.asarray(target, dtype=np.float64).reshape(-1, 2)
+    source_mean, target_mean = source.mean(0), target.mean(0)
+    src, dst = source - source_mean, target - target_mean
+    covariance = dst.T @ src / len(src)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1.0
+    rotation = u @ np.diag(sign) @ vt
+    variance = (src**2).sum() / len(src)
+    scale = (singular * sign).sum() / variance if variance > 0 else 1.0
+    shift = target_mean - scale * rotation @ source_mean
+    return np.hstack([scale * rotation, shift[:, None]])
+
+
+def align_face(
+    image: np.ndarray, landmarks: np.ndarray, size: int, margin: float = 0.0
+) -> np.ndarray:
+    """The face warped onto the template: [size, size, C] of `image`'s dtype.
+
+    Parts of the crop outside the image repeat its edge pixels, so a face at the border of a
+    tight photograph does not gain a black frame that live faces never have.
+    """
+    target = template_points(size, margin)
+    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    matrix = similarity(points, target)
+    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    if scale < 1.0 / _MAX_WARP_SHRINK:
+        # shrink the frame first with area averaging, then warp from the smaller copy
+        factor = scale * _MAX_WARP_SHRINK
+        height, width = image.shape[:2]
+        small_size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        image = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
+        factors = np.array([small_size[0] / width, small_size[1] / height])
+        matrix = similarity(
+            np.asarray(landmarks).reshape(-1, 2) * factors, template_points(size, margin)
+        )
+    return cv2.warpAffine(
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )

@@ -1,0 +1,108 @@
+"""The one face path: a detected face (box, landmarks) -> the network's input crop.
+
+Training data preparation, `eval.py`, `live.py` and the server all call `crop_face` (through
+`agegender.faces.photo` for photographs of one labelled face), with the framing stored in the
+checkpoint, so every path shows the network a face framed the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agegender.errors import UserError
+from agegender.faces.align import align_face
+from agegender.faces.detectors import Box
+from agegender.preprocess import square_resize
+
+
+class FramingError(UserError):
+    """A framing option that cannot work."""
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a face becomes a network input.
+
+    - `align`: warp the face onto the landmark template (faces found without landmarks, e.g.
+      by Haar, fall back to the box crop); False = square box crops only.
+    - `margin`: context around the aligned template, as a fraction of its side.
+    - `box_margin`: box crops are squares (1 + box_margin) times the box's longer side.
+    """
+
+    align: bool = True
+    margin: float = 0.0
+    box_margin: float = 0.4
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin <= 2 or not 0 <= self.box_margin <= 3:
+            raise FramingError(
+                f"crop margins out of range: margin={self.margin} (0..2), "
+                f"box_margin={self.box_margin} (0..3)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> Framing:
+        """A framing from config or checkpoint metadata; unknown keys are a user error."""
+        values = dict(values or {})
+        known = {"align", "margin", "box_margin"}
+        if set(values) - known:
+            raise FramingError(
+                f"unknown crop option(s) {sorted(set(values) - known)}; known: {sorted(known)}"
+            )
+        return cls(
+            align=bool(values.get("align", cls.align)),
+            margin=float(values.get("margin", cls.margin)),
+            box_margin=float(values.get("box_margin", cls.box_margin)),
+        )
+
+
+# Checkpoints written before faces were aligned: square box crops, as live cropped then.
+LEGACY_FRAMING = Framing(align=False, margin=0.0, box_margin=0.4)
+
+
+def box_crop(frame: np.ndarray, box: Box, margin: float) -> np.ndarray:
+    """Square around the box's centre, (1 + margin) times its longer side; parts outside the
+    frame are black, so the face stays centred near the edges."""
+    height, width = frame.shape[:2]
+    cx, cy = box.center
+    side = int(round(max(box.width, box.height, 2.0) * (1.0 + margin)))
+    side = min(side, 2 * max(height, width))
+    x1, y1 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    x2, y2 = x1 + side, y1 + side
+    inside = frame[max(0, y1) : min(height, y2), max(0, x1) : min(width, x2)]
+    if inside.shape[:2] == (side, side):
+        return inside
+    if inside.size == 0:
+        return np.zeros((side, side, 3), dtype=frame.dtype)
+    return cv2.copyMakeBorder(
+        inside,
+        max(0, -y1),
+        max(0, y2 - height),
+        max(0, -x1),
+        max(0, x2 - width),
+        cv2.BORDER_CONSTANT,
+        value=(0, 0, 0),
+    )
+
+
+def crop_face(frame: np.ndarray, box: Box, framing: Framing, size: int) -> np.ndarray:
+    """One face of a frame as the network sees it: [size, size, 3] in the frame's channel
+    order. Aligned on the landmarks when the box has them and the framing asks for it."""
+    if framing.align and box.landmarks is not None:
+        return align_face(frame, np.asarray(box.landmarks), size, framing.margin)
+    return square_resize(box_crop(frame, box, framing.box_margin), size)
+
+
+def framing_of(meta: dict[str, Any]) -> Framing:
+    """The framing a checkpoint or exported model was trained with (its "crop" metadata)."""
+    crop = meta.get("crop")
+    if crop is None:
+        return LEGACY_FRAMING
+    return Framing.from_dict({k: v for k, v in dict(crop).items() if k != "detector"})
