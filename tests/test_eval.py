@@ -16,8 +16,11 @@ from agegender.data.utkface import DatasetError, parse_name
 from agegender.errors import UserError
 from agegender.evaluation.data import EvalDataError
 from agegender.evaluation.run import evaluate
+from agegender.faces.crop import Framing
+from agegender.faces.detectors import build_detector
+from agegender.faces.photo import PhotoCrop, frame_photo
 from agegender.inference.predictor import TorchPredictor
-from agegender.preprocess import decode_rgb, to_batch
+from agegender.preprocess import decode_bgr
 from tests.conftest import run_entry
 
 
@@ -57,7 +60,10 @@ def test_metrics_equal_a_direct_computation_on_the_saved_test_split(
     labels = [parse_name(Path(name).name) for name in names]
     ages = np.array([label.age for label in labels], dtype=np.float64)
     genders = np.array([label.gender for label in labels])
-    images = to_batch([decode_rgb((root / name).read_bytes()) for name in names], 64)
+    # the face path, as eval.py runs it by default (crop=face) and as the run was trained
+    crop = PhotoCrop.from_config(PhotoCrop().to_meta()).cropper(64)
+    faces = [crop(decode_bgr((root / name).read_bytes()))[0] for name in names]
+    images = np.stack(faces).transpose(0, 3, 1, 2)
     predictor = TorchPredictor(brief_run / "checkpoints" / "best.ckpt")
     plain = predictor.predict_batch(images).astype(np.float64)
     flipped = predictor.predict_batch(np.ascontiguousarray(images[..., ::-1])).astype(np.float64)
@@ -126,6 +132,39 @@ def test_a_utkface_folder_is_evaluated_whole(
     assert result.summary["data"] == f"all 12 usable images in {folder}"
     assert result.summary["results"]["plain"]["overall"]["count"] == 12
     assert not (tmp_path / "out" / "tensorboard").exists()
+
+
+def test_both_crop_modes_agree_on_photographs_already_aligned(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """Photographs framed as the face path frames them score the same whether eval re-frames
+    them (crop=face) or takes them as stored (crop=dataset); the report says which it did."""
+    root = Path(json.loads((trained_run / "split.json").read_text())["root"])
+    folder = tmp_path / "aligned"
+    folder.mkdir()
+    detector = build_detector("yunet")
+    for path in sorted(root.glob("*.jpg"))[:40]:
+        face, outcome = frame_photo(cv2.imread(str(path)), detector, Framing(), 128)
+        if outcome == "aligned":
+            cv2.imwrite(str(folder / path.name), face, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    best = trained_run / "checkpoints" / "best.ckpt"
+    cfg = {"root": str(folder), "cache_dir": str(tmp_path / "cache")}
+    results = {
+        mode: evaluate(best, cfg, out_dir=tmp_path / mode, tensorboard=False, crop=mode)
+        for mode in ("face", "dataset")
+    }
+    ages = {
+        mode: np.loadtxt(tmp_path / mode / "predictions.csv", delimiter=",", skiprows=1, usecols=4)
+        for mode in results
+    }
+    spread = ages["dataset"].std()
+    assert spread > 3, "the model must tell these faces apart for the check to mean much"
+    assert np.abs(ages["face"] - ages["dataset"]).mean() < 0.25 * spread
+    face, dataset = (results[m].summary["results"]["plain"]["overall"] for m in results)
+    assert face["age_mae"] == pytest.approx(dataset["age_mae"], abs=0.25 * spread)
+    assert results["face"].summary["crop"] == "face"
+    assert "aligned on landmarks" in results["face"].summary["framing"]
+    assert "centre square" in results["dataset"].summary["framing"]
 
 
 def test_the_saved_split_follows_data_that_moved(brief_run: Path, report, tmp_path: Path) -> None:

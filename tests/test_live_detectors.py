@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import cv2
 import numpy as np
@@ -60,10 +60,29 @@ def test_bad_option_is_a_detector_error() -> None:
         build_detector("haar", colour="red")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("yuface") is not None, reason="yuface installed")
-def test_yunet_without_yuface_says_how_to_install_it() -> None:
+def test_yunet_without_yuface_says_how_to_install_it(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "yuface", None)  # makes `import yuface` fail
     with pytest.raises(DetectorError, match="pip install yuface"):
         build_detector("yunet")
+
+
+def test_yunet_finds_faces_with_landmarks_in_video_and_stills() -> None:
+    frame = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
+    detector = build_detector("yunet", width=256)
+    (video,) = detector.detect(frame)
+    (still,) = detector.detect_still(frame)
+    assert video.iou(still) > 0.6 and len(video.landmarks) == len(still.landmarks) == 10
+    # the landmarks lie inside the face box, in frame pixels at both scales
+    for box in (video, still):
+        xs, ys = box.landmarks[0::2], box.landmarks[1::2]
+        assert box.x1 < min(xs) < max(xs) < box.x2 and box.y1 < min(ys) < max(ys) < box.y2
+
+
+def test_yunet_rejects_bad_options() -> None:
+    with pytest.raises(DetectorError, match="threshold"):
+        build_detector("yunet", threshold=2)
+    with pytest.raises(DetectorError, match="still_min"):
+        build_detector("yunet", still_min=10)
 
 
 def test_registered_detector_is_built_by_name() -> None:

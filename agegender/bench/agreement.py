@@ -1,0 +1,124 @@
+"""Does `live.py` show what `eval.py` reports? Both paths on the same labelled photographs.
+
+    python -m agegender.bench.agreement CKPT [--split FILE | --root FOLDER] [--detector NAME]
+
+For each photograph of a saved split's test part (default: the checkpoint's own split) or of
+a UTKFace-named folder, it runs the live pipeline as `live.py source=<folder>` does (stills:
+detection at full resolution, every face cropped the checkpoint's way) and scores the face a
+single-person photograph is about; then `eval.py`'s two framings (`crop=face`, the default,
+and `crop=dataset`) on the same photographs. It prints age MAE, CS@5 and gender accuracy of
+each, the share of photographs where live found a face, and how far live and eval differ
+photograph by photograph. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agegender.evaluation.data import load_eval_set
+from agegender.evaluation.run import predict_all
+from agegender.faces.detectors import build_detector
+from agegender.faces.photo import main_face
+from agegender.inference.live import FacePipeline, LiveSettings, set_threads
+from agegender.inference.predictor import Predictor, load_predictor
+from agegender.inference.sources import Frame
+
+
+def scores(ages: np.ndarray, genders: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    error = np.abs(pred[:, 0] - ages)
+    return {
+        "age_mae": round(float(error.mean()), 3),
+        "age_cs5": round(float((error <= 5).mean()), 3),
+        "gender_acc": round(float(((pred[:, 1] > 0.5) == (genders == 1)).mean()), 4),
+        "count": len(ages),
+    }
+
+
+def live_predictions(
+    predictor: Predictor, files: list[Path], detector_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(age, p_female) of each photograph's main face through the live pipeline in stills
+    mode, NaN where no face was found; and which photographs had one."""
+    pipeline = FacePipeline(predictor, build_detector(detector_name), LiveSettings())
+    out = np.full((len(files), 2), np.nan)
+    for index, file in enumerate(files):
+        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        faces = pipeline.process(Frame(index, 0.0, image, file.name), stills=True)
+        face = main_face([t.box for t in faces], *image.shape[:2])
+        if face is not None:
+            track = next(t for t in faces if t.box is face)
+            out[index] = (track.age, track.p_female)
+    return out, ~np.isnan(out[:, 0])
+
+
+def run(checkpoint: Path, split: Path | None, root: Path | None, detector: str, cache: str) -> dict:
+    predictor = load_predictor(checkpoint)
+    meta = predictor.meta
+    data_cfg: dict = {"cache_dir": cache}
+    if root is not None and split is None:
+        data_cfg["root"] = str(root)
+    else:
+        split = split or Path(meta["split_file"])
+        data_cfg["split_file"] = str(split)
+        data_cfg["root"] = str(root or json.loads(split.read_text())["root"])
+    sets = {mode: load_eval_set(meta, data_cfg, "test", crop=mode) for mode in ("face", "dataset")}
+    photos = sets["face"]
+    files = [photos.root / relpath for relpath in photos.relpaths]
+    live, found = live_predictions(predictor, files, detector)
+    rows: dict[str, dict] = {}
+    for mode, data in sets.items():
+        age, p_female = predict_all(predictor, data.images)
+        both = np.stack([age, p_female], 1)
+        rows[f"eval crop={mode}, all"] = scores(data.ages, data.genders, both)
+        rows[f"eval crop={mode}, where live found a face"] = scores(
+            data.ages[found], data.genders[found], both[found]
+        )
+        if mode == "face":
+            eval_face = both
+    rows["live"] = scores(photos.ages[found], photos.genders[found], live[found])
+    gap = np.abs(live[found] - eval_face[found])
+    return {
+        "checkpoint": str(checkpoint),
+        "photos": len(files),
+        "live_found": int(found.sum()),
+        "live_found_share": round(float(found.mean()), 4),
+        "framing (eval crop=face)": photos.framing,
+        "detector": detector,
+        "live vs eval crop=face, mean |age diff|": round(float(gap[:, 0].mean()), 4),
+        "live vs eval crop=face, gender disagreements": int(
+            ((live[found, 1] > 0.5) != (eval_face[found, 1] > 0.5)).sum()
+        ),
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m agegender.bench.agreement", description=__doc__
+    )
+    parser.add_argument("checkpoint", type=Path, help=".ckpt or .onnx")
+    parser.add_argument("--split", type=Path, help="split.json (default: the checkpoint's)")
+    parser.add_argument("--root", type=Path, help="data folder (default: the split's)")
+    parser.add_argument("--detector", default="yunet", help="live detector (conf/detector/)")
+    parser.add_argument("--cache", default=".cache/agegender", help="image store folder")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args(argv)
+    set_threads(1)
+    result = run(args.checkpoint, args.split, args.root, args.detector, args.cache)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
