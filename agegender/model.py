@@ -25,6 +25,9 @@ BACKBONES = {
 }
 
 
+AGE_HEADS = ("regression", "distribution")
+
+
 class PretrainedWeightsError(UserError):
     """ImageNet weights could not be loaded (offline, missing or wrong file)."""
 
@@ -36,9 +39,26 @@ class NetConfig:
     backbone: str = "mobilenet_v2"
     hidden_units: int = 128
     dropout: float = 0.3
+    # "regression": one output, years (the recipe). "distribution": a softmax over the whole
+    # years age_bins[0]..age_bins[1], the prediction its expectation (label distribution
+    # learning, DLDL-v2).
+    age_head: str = "regression"
+    age_bins: tuple[int, int] = (0, 100)
+
+    def __post_init__(self) -> None:
+        if self.age_head not in AGE_HEADS:
+            raise ValueError(f"age_head must be one of {AGE_HEADS}, got '{self.age_head}'")
+        low, high = (int(v) for v in self.age_bins)
+        if not 0 <= low < high <= 150:
+            raise ValueError(
+                f"age_bins must be whole years 0 <= low < high <= 150, got {low, high}"
+            )
+        object.__setattr__(self, "age_bins", (low, high))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values["age_bins"] = list(self.age_bins)  # plain types in checkpoints
+        return values
 
 
 class AgeGenderNet(nn.Module):
@@ -62,7 +82,12 @@ class AgeGenderNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout(self.config.dropout),
         )
-        self.age_head = nn.Linear(self.config.hidden_units, 1)
+        low, high = self.config.age_bins
+        distribution = self.config.age_head == "distribution"
+        self.age_head = nn.Linear(self.config.hidden_units, high - low + 1 if distribution else 1)
+        # the whole years the distribution head's outputs stand for
+        values = torch.arange(low, high + 1, dtype=torch.float32)
+        self.register_buffer("age_values", values, persistent=False)
         self.gender_head = nn.Linear(self.config.hidden_units, 1)
         self.frozen_blocks = 0  # features[:frozen_blocks] are frozen
 
@@ -75,10 +100,25 @@ class AgeGenderNet(nn.Module):
         """Pooled backbone features [B, feature_dim] for RGB 0..255 images [B, 3, H, W]."""
         return self.pool(self.features(self.normalize(images))).flatten(1)
 
+    def raw_heads(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Neck and heads on pooled features: the age head's raw output (years [B], or logits
+        over age_values [B, K] for the distribution head) and the gender logit [B]."""
+        hidden = self.neck(embedding)
+        age = self.age_head(hidden)
+        if self.config.age_head == "regression":
+            age = age.squeeze(1)
+        return age, self.gender_head(hidden).squeeze(1)
+
+    def age_years(self, age_output: torch.Tensor) -> torch.Tensor:
+        """The age head's raw output in years: the expectation for the distribution head."""
+        if self.config.age_head == "regression":
+            return age_output
+        return torch.softmax(age_output.float(), dim=1) @ self.age_values
+
     def heads(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Neck and heads on pooled features: (age_years [B], gender_logit [B])."""
-        hidden = self.neck(embedding)
-        return self.age_head(hidden).squeeze(1), self.gender_head(hidden).squeeze(1)
+        age, gender = self.raw_heads(embedding)
+        return self.age_years(age), gender
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.embed(images))
@@ -116,7 +156,11 @@ class AgeGenderNet(nn.Module):
     def init_age_bias(self, mean_age: float) -> None:
         """Start the age head at the training mean, so early epochs learn shape, not offset."""
         with torch.no_grad():
-            self.age_head.bias.fill_(float(mean_age))
+            if self.config.age_head == "regression":
+                self.age_head.bias.fill_(float(mean_age))
+            else:  # a bump around the mean, narrow enough that the range's ends do not pull
+                spread = 10.0  # years
+                self.age_head.bias.copy_(-((self.age_values - mean_age) ** 2) / (2 * spread**2))
 
     # -- ImageNet weights -----------------------------------------------------------------
     def load_pretrained(self, pretrained: str, weights: str | Path | None = None) -> None:

@@ -22,6 +22,33 @@ STAGES = ("train", "val", "test")
 AGE_LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
 
 
+def soft_age_labels(ages: torch.Tensor, values: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian label distributions [B, K] over `values` around each true age (normalised
+    over the bins, so ages near the ends keep a proper distribution)."""
+    logits = -((values[None, :] - ages[:, None]) ** 2) / (2 * sigma**2)
+    return torch.softmax(logits, dim=1)
+
+
+class DistributionAgeLoss(nn.Module):
+    """DLDL-v2: KL(Gaussian label distribution || predicted distribution) plus `l1` times
+    the L1 error of the predicted distribution's expectation, in years."""
+
+    def __init__(self, values: torch.Tensor, sigma: float = 2.0, l1: float = 1.0) -> None:
+        super().__init__()
+        if sigma <= 0 or l1 < 0:
+            raise ValueError(f"loss.dldl_sigma must be > 0 and loss.dldl_l1 >= 0 ({sigma}, {l1})")
+        self.register_buffer("values", values.float(), persistent=False)
+        self.sigma = float(sigma)
+        self.l1 = float(l1)
+
+    def forward(self, logits: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+        log_p = torch.log_softmax(logits.float(), dim=1)
+        target = soft_age_labels(ages.float(), self.values, self.sigma)
+        kl = nn.functional.kl_div(log_p, target, reduction="batchmean")
+        expectation = log_p.exp() @ self.values
+        return kl + self.l1 * (expectation - ages).abs().mean()
+
+
 def build_age_loss(name: str, huber_delta: float = 5.0) -> nn.Module:
     if name not in AGE_LOSSES:
         raise ValueError(f"loss.age must be one of {sorted(AGE_LOSSES)}, got '{name}'")
@@ -46,7 +73,14 @@ class AgeGenderModule(L.LightningModule):
         self.meta = meta
         self.net = AgeGenderNet(NetConfig(**net))
         self.net.freeze_blocks(trainable_from)
-        self.age_loss = build_age_loss(loss.get("age", "l1"), loss.get("huber_delta", 5.0))
+        if self.net.config.age_head == "distribution":
+            self.age_loss = DistributionAgeLoss(
+                self.net.age_values,
+                float(loss.get("dldl_sigma", 2.0)),
+                float(loss.get("dldl_l1", 1.0)),
+            )
+        else:
+            self.age_loss = build_age_loss(loss.get("age", "l1"), loss.get("huber_delta", 5.0))
         self.gender_loss = nn.BCEWithLogitsLoss()
         self.w_age = float(loss.get("w_age", 1.0))
         self.w_gender = float(loss.get("w_gender", 1.0))
@@ -75,14 +109,16 @@ class AgeGenderModule(L.LightningModule):
             self.net.init_age_bias(datamodule.train_mean_age)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The age head's raw output and the gender logit (see AgeGenderNet.raw_heads)."""
         if "embedding" in batch:
-            return self.net.heads(batch["embedding"])
-        return self.net(batch["image"])
+            return self.net.raw_heads(batch["embedding"])
+        return self.net.raw_heads(self.net.embed(batch["image"]))
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        age_pred, gender_logit = self(batch)
+        age_output, gender_logit = self(batch)
+        age_pred = self.net.age_years(age_output)
         age, gender = batch["age"].float(), batch["gender"].float()
-        age_loss = self.age_loss(age_pred, age)
+        age_loss = self.age_loss(age_output, age)
         gender_loss = self.gender_loss(gender_logit, gender)
         loss = self.w_age * age_loss + self.w_gender * gender_loss
         metrics = self.metrics[f"{stage}_metrics"]

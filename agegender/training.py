@@ -81,7 +81,13 @@ def build_module(cfg: DictConfig, run_dir: Path, start: LoadedCheckpoint | None)
                 cfg.data.image_size,
             )
     else:
-        net = NetConfig(cfg.model.backbone, int(cfg.model.hidden_units), float(cfg.model.dropout))
+        net = NetConfig(
+            cfg.model.backbone,
+            int(cfg.model.hidden_units),
+            float(cfg.model.dropout),
+            str(cfg.model.get("age_head", "regression")),
+            tuple(cfg.model.get("age_bins", (0, 100))),
+        )
     meta = build_meta(
         net,
         cfg.data.image_size,
