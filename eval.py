@@ -7,8 +7,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from agegender.checkpoint import resolve_checkpoint
 from agegender.errors import report_user_errors
-from agegender.evaluation.report import write_atomic
 from agegender.evaluation.run import evaluate
+from agegender.io import write_atomic
 
 
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")

@@ -144,10 +144,10 @@ def test_ctrl_c_leaves_complete_outputs(untrained_checkpoint: Path, tmp_path: Pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    partial = tmp_path / ".faces.part.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        if partial.exists() and partial.read_text().count("\n") >= 10:
+        partial = list(tmp_path.glob(".faces.jsonl.tmp-*"))
+        if partial and partial[0].read_text().count("\n") >= 10:
             break
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
@@ -158,4 +158,4 @@ def test_ctrl_c_leaves_complete_outputs(untrained_checkpoint: Path, tmp_path: Pa
     video = cv2.VideoCapture(str(out))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(records)
     video.release()
-    assert not list(tmp_path.glob(".*.part*"))
+    assert not list(tmp_path.glob(".*.tmp-*"))

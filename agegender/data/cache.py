@@ -21,6 +21,7 @@ import numpy as np
 from rich.progress import track
 
 from agegender.data.utkface import Sample
+from agegender.io import remove_stale_temps
 from agegender.preprocess import ImageDecodeError, decode_rgb, square_resize
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ def open_or_build(
         log.warning("image store %s has an unexpected shape; rebuilding it", array_path)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temps(cache_dir, "images-*.tmp-*"):  # a killed build's leftovers
+        log.info("removed %s, left by a build that was killed", stale.name)
     suffix = f".tmp-{os.getpid()}"
     array_tmp = array_path.with_name(array_path.name + suffix)
     shape = (len(samples), 3, image_size, image_size)

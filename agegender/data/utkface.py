@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agegender.errors import UserError
+from agegender.io import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,8 @@ class DigestIndex:
         if self.path is None or not self.changed:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.entries))
-        temporary.replace(self.path)
+        # A temporary name of its own: concurrent first runs on one folder each save whole.
+        write_atomic(self.path, json.dumps(self.entries))
 
 
 def discover(

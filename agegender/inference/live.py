@@ -26,7 +26,7 @@ from agegender.errors import UserError
 from agegender.inference.detectors import Box, Detector, build_detector
 from agegender.inference.overlay import draw_faces, draw_fps
 from agegender.inference.predictor import Predictor, load_predictor
-from agegender.inference.sinks import Sink, open_sinks
+from agegender.inference.sinks import Sink, check_sink_paths, open_sinks
 from agegender.inference.sources import Frame, Source, open_source
 from agegender.inference.tracking import IouTracker, Track, ema
 from agegender.preprocess import square_resize
@@ -403,8 +403,12 @@ def run_from_config(cfg: Mapping[str, Any]) -> RunSummary:
     detector = build_detector(str(options.pop("name")), **options)
     display = resolve_display(cfg["display"])
     set_threads(cfg.get("threads"))
+    checkpoint = resolve_checkpoint(
+        None if cfg["ckpt"] is None else str(cfg["ckpt"]), cfg.get("outputs_dir", "outputs")
+    )
+    check_sink_paths(cfg.get("save"), cfg.get("jsonl"), cfg.get("csv"), cfg["source"], checkpoint)
     predictor = open_predictor(
-        cfg["ckpt"], cfg.get("outputs_dir", "outputs"), cfg["device"], cfg.get("threads")
+        checkpoint, cfg.get("outputs_dir", "outputs"), cfg["device"], cfg.get("threads")
     )
     with open_source(cfg["source"]) as source:
         sinks = open_sinks(

@@ -254,6 +254,26 @@ def _read_image(path: Path) -> np.ndarray | None:
     return image if image is not None and image.size else None
 
 
+def _folder_images(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def source_files(spec: int | str | None) -> list[Path]:
+    """The files a source reads (a folder: itself and its images); none for cameras and URLs."""
+    if isinstance(spec, bool) or spec is None:
+        return []
+    text = str(spec).strip()
+    if not text or isinstance(spec, int) or text.isdigit() or "://" in text:
+        return []
+    path = Path(text).expanduser()
+    if path.is_dir():
+        try:
+            return [path, *_folder_images(path)]
+        except OSError:
+            return [path]
+    return [path]
+
+
 def open_source(spec: int | str, queue_size: int = 8, first_frame_timeout: float = 10.0) -> Source:
     """Open `spec`: a camera index, a video or image file, a folder of images or a URL."""
     # OpenCV and FFmpeg print their own warnings for bad sources; our error says it once.
@@ -267,7 +287,12 @@ def open_source(spec: int | str, queue_size: int = 8, first_frame_timeout: float
         return _open_capture(text, text, True, queue_size, first_frame_timeout)
     path = Path(text).expanduser()
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            images = _folder_images(path)
+        except OSError as error:
+            raise SourceError(
+                f"source={path}: cannot list this folder ({error.strerror})"
+            ) from error
         if not images:
             raise SourceError(
                 f"source={path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder"
