@@ -11,10 +11,11 @@ import signal
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from agegender.errors import report_user_errors
 from agegender.inference.live import EXIT_INTERRUPTED, run_from_config
+from agegender.validation import LIVE, validate_entry
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
@@ -25,8 +26,9 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    config = validate_entry(cfg, LIVE)
     try:
-        summary = run_from_config(OmegaConf.to_container(cfg, resolve=True))
+        summary = run_from_config(config)
     except KeyboardInterrupt:  # before the loop started (loading the model, opening a camera)
         print("live.py: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
