@@ -2,7 +2,9 @@
 
 Options are in conf/live.yaml (detector=haar|full_frame|yunet, save=, jsonl=, csv=,
 display=auto|true|false, ...). Bad input (a missing checkpoint, a bad source) ends with one
-line on stderr and exit code 2; Ctrl-C ends with complete outputs and exit code 130.
+line on stderr and exit code 2; Ctrl-C ends with complete outputs and exit code 130; a source
+that lost frames (a damaged video, a stalled stream) ends with exit code 3 unless
+allow_lost_frames=true.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from agegender.errors import report_user_errors
-from agegender.inference.live import EXIT_INTERRUPTED, run_from_config
+from agegender.inference.live import EXIT_INTERRUPTED, EXIT_LOST_FRAMES, run_from_config
 from agegender.validation import LIVE, validate_entry
 
 
@@ -34,6 +36,8 @@ def main(cfg: DictConfig) -> None:
         sys.exit(EXIT_INTERRUPTED)
     if summary.stopped == "interrupt":
         sys.exit(EXIT_INTERRUPTED)
+    if summary.problem and not config.get("allow_lost_frames", False):
+        sys.exit(EXIT_LOST_FRAMES)
 
 
 if __name__ == "__main__":

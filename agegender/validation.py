@@ -46,7 +46,7 @@ class Rule:
 
     def describe(self) -> str:
         if self.kind == "choice":
-            text = "one of " + ", ".join(str(c) for c in self.choices)
+            text = "one of " + ", ".join(_show(c) for c in self.choices)
         elif self.kind == "bool":
             text = "true or false"
         elif self.kind == "str":
