@@ -13,12 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from skimage import data as skimage_data
 
+from agegender.bench.live import make_face_clip
 from agegender.inference.detectors import Box
-
-skimage_data = pytest.importorskip("skimage.data")
-
-from agegender.bench.live import make_face_clip  # noqa: E402 - needs skimage
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 45

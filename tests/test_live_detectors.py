@@ -7,6 +7,7 @@ import importlib.util
 import cv2
 import numpy as np
 import pytest
+from skimage import data as skimage_data
 
 from agegender.inference.detectors import (
     Box,
@@ -18,8 +19,6 @@ from agegender.inference.detectors import (
     build_detector,
     register_detector,
 )
-
-skimage_data = pytest.importorskip("skimage.data")
 
 # Where Eileen Collins' face is in skimage.data.astronaut() (512 x 512).
 ASTRONAUT_FACE = Box(177, 66, 272, 161)

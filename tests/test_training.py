@@ -110,3 +110,48 @@ def test_no_data_root_at_all_points_to_the_options(tmp_path: Path) -> None:
     result = run_entry("train.py", "model.pretrained=none", f"outputs_dir={tmp_path}")
     assert result.returncode == 2
     assert "data.root=PATH" in result.stderr and "data=synthetic" in result.stderr
+
+
+def test_frozen_init_from_is_honoured_and_an_empty_test_split_writes_valid_json(
+    tmp_path: Path, synthetic_root: Path, untrained_checkpoint: Path
+) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from agegender.training import run_phase
+    from tests.conftest import REPO
+
+    overrides = [
+        "phase=frozen",
+        f"init_from={untrained_checkpoint}",
+        "model.pretrained=none",
+        "debug=fast",
+        "logger=none",
+        "callbacks.plots=false",
+        "data.image_size=64",
+        "data.split.test=0.0",
+        f"data.root={synthetic_root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"outputs_dir={tmp_path}",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_dir = tmp_path / "frozen" / "run"
+        run_phase(cfg, run_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+    def no_nan(text: str) -> None:
+        raise AssertionError(f"{text} in metrics.json")
+
+    metrics = json.loads((run_dir / "metrics.json").read_text(), parse_constant=no_nan)
+    assert metrics["test"] is None and metrics["baseline_test_age_mae"] is None
+    assert not (run_dir / "RUNNING").exists()
+    # The frozen phase trains only the heads: the backbone is exactly init_from's.
+    start = torch.load(untrained_checkpoint, weights_only=True)["state_dict"]
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    backbone = [key for key in start if key.startswith("net.features.")]
+    assert len(backbone) > 100
+    assert all(torch.equal(start[key], best[key]) for key in backbone)
