@@ -208,10 +208,12 @@ class FaceFrames(Source):
             yield Frame(index, index / 25, image.copy())
 
 
-def test_an_exported_onnx_model_runs_the_same_pipeline(brief_run: Path, brief_onnx: Path) -> None:
-    checkpoint = brief_run / "checkpoints" / "best.ckpt"
-    faces, _ = parity_batch(load_checkpoint(checkpoint).meta, 12)
-    onnx = open_predictor(brief_onnx)
+def test_an_exported_onnx_model_runs_the_same_pipeline(
+    brief_run: Path, varied_checkpoint: Path, varied_onnx: Path
+) -> None:
+    checkpoint = varied_checkpoint
+    faces, _ = parity_batch(load_checkpoint(brief_run / "checkpoints" / "best.ckpt").meta, 12)
+    onnx = open_predictor(varied_onnx)
     torch_predictor = open_predictor(checkpoint)
     assert onnx.backend == "onnxruntime"
     outputs: dict[str, list[tuple[float, float]]] = {"onnxruntime": [], "torch": []}
