@@ -28,12 +28,12 @@ lint: $(VENV)/.installed-dev
 test: lint
 	$(BIN)/pytest
 
-# The Optuna sweep test needs the optuna extra.
-$(VENV)/.installed-optuna: pyproject.toml $(VENV)/.installed-dev
-	$(BIN)/pip install --quiet -e '.[dev,optuna]'
+# The Optuna sweep and YuNet tests need the optuna and yunet extras.
+$(VENV)/.installed-extras: pyproject.toml $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e '.[dev,optuna,yunet]'
 	touch $@
 
-test-slow: $(VENV)/.installed-optuna
+test-slow: $(VENV)/.installed-extras
 	$(BIN)/pytest -m slow
 
 bench: $(VENV)/.installed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -133,6 +134,25 @@ def apply_speed_options(module: AgeGenderModule, model_cfg: DictConfig) -> None:
         module.net.compile()
 
 
+def trainer_flags(cfg: DictConfig) -> dict[str, Any]:
+    """cfg.trainer, refusing keys that lightning.Trainer does not take (one line, not a
+    TypeError traceback)."""
+    flags = _container(cfg.trainer)
+    known = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    unknown = sorted(set(flags) - known)
+    if "resume_from_checkpoint" in unknown:
+        raise UserError(
+            "trainer.resume_from_checkpoint is not a Lightning 2 Trainer flag; continue a "
+            "killed run with python train.py resume=RUN_DIR"
+        )
+    if unknown:
+        raise UserError(
+            f"trainer.{unknown[0]}={flags[unknown[0]]}: not a lightning.Trainer flag; see "
+            f"https://lightning.ai/docs/pytorch/stable/common/trainer.html for the flags"
+        )
+    return flags
+
+
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     """RUN_DIR/checkpoints/last.ckpt for resume=RUN_DIR (train.py makes RUN_DIR the run folder)."""
     if not cfg.get("resume"):
@@ -173,6 +193,7 @@ def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     torch.set_flush_denormal(True)
     if cfg.phase.name not in PHASES:
         raise UserError(f"phase={cfg.phase.name}: choose phase=frozen or phase=finetune")
+    flags = trainer_flags(cfg)
     resume_from = resume_checkpoint(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
@@ -200,7 +221,7 @@ def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         else False
     )
     trainer = L.Trainer(
-        **_container(cfg.trainer),
+        **flags,
         default_root_dir=run_dir,
         logger=logger,
         callbacks=build_callbacks(cfg, run_dir),

@@ -59,6 +59,14 @@ def test_bad_option_is_a_detector_error() -> None:
         build_detector("haar", colour="red")
 
 
+@pytest.mark.slow  # needs the yunet extra, which make test-slow installs
+def test_yunet_finds_the_astronaut_face_and_nothing_on_a_blank_frame() -> None:
+    detector = build_detector("yunet")
+    found = detector.detect(astronaut_bgr())
+    assert len(found) == 1 and found[0].iou(ASTRONAUT_FACE) > 0.5
+    assert detector.detect(np.full((480, 640, 3), 128, np.uint8)) == []
+
+
 @pytest.mark.skipif(importlib.util.find_spec("yuface") is not None, reason="yuface installed")
 def test_yunet_without_yuface_says_how_to_install_it() -> None:
     with pytest.raises(DetectorError, match="pip install yuface"):

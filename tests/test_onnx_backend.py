@@ -15,9 +15,11 @@ from agegender.inference.onnx_backend import OnnxModelError, OnnxPredictor
 from agegender.inference.predictor import TorchPredictor, load_predictor
 
 
-def test_onnx_predictor_matches_the_torch_predictor(brief_run: Path, brief_onnx: Path) -> None:
-    torch_predictor = TorchPredictor(brief_run / "checkpoints" / "best.ckpt")
-    onnx_predictor = load_predictor(brief_onnx)
+def test_onnx_predictor_matches_the_torch_predictor(
+    varied_checkpoint: Path, varied_onnx: Path
+) -> None:
+    torch_predictor = TorchPredictor(varied_checkpoint)
+    onnx_predictor = load_predictor(varied_onnx)
     assert isinstance(onnx_predictor, OnnxPredictor)
     assert onnx_predictor.backend == "onnxruntime"
     assert onnx_predictor.image_size == torch_predictor.image_size == 64
