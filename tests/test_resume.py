@@ -89,6 +89,19 @@ def test_resume_argv_replays_the_runs_overrides(tmp_path: Path) -> None:
         resume_argv(["train.py", f"resume={run}"])
 
 
+def test_lightning_1_resume_flag_points_to_resume() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from agegender.errors import UserError
+    from agegender.training import trainer_flags
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+trainer.resume_from_checkpoint=x.ckpt"])
+        assert trainer_flags(compose(config_name="train"))["max_epochs"] == 15
+    with pytest.raises(UserError, match="resume=RUN_DIR"):
+        trainer_flags(cfg)
+
+
 def test_resume_of_a_missing_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = run_entry("train.py", f"resume={tmp_path / 'nothing'}", timeout=120)
     assert result.returncode == 2

@@ -232,7 +232,7 @@ def test_export_refuses_its_own_checkpoint_and_wrong_suffixes(
     checkpoint = tmp_path / "c.ckpt"
     checkpoint.write_bytes(untrained_checkpoint.read_bytes())
     before = snapshot(tmp_path)
-    with pytest.raises(UserError, match=r"out=.*c.ckpt: a onnx export must be named \*.onnx"):
+    with pytest.raises(UserError, match=r"out=.*c.ckpt: an ONNX export must be named \*.onnx"):
         export(checkpoint, out=checkpoint)
     with pytest.raises(UserError, match=r"must be named \*.pt"):
         export(checkpoint, out=tmp_path / "m.onnx", fmt="torchscript")

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # what live.py and eval.py dispatch on
+KINDS = {"onnx": "an ONNX", "torchscript": "a TorchScript"}
 TORCHSCRIPT_META = "agegender.json"  # extra file inside the TorchScript archive
 CALIBRATION_IMAGES = 128
 
@@ -66,7 +67,7 @@ def output_path(checkpoint: Path, out: str | Path | None, fmt: str) -> Path:
         return out / FILE_NAMES[fmt]
     if out.suffix.lower() != SUFFIXES[fmt]:
         raise UserError(
-            f"out={out}: a {fmt} export must be named *{SUFFIXES[fmt]} (e.g. "
+            f"out={out}: {KINDS[fmt]} export must be named *{SUFFIXES[fmt]} (e.g. "
             f"out={out.with_suffix(SUFFIXES[fmt])}), or give a folder"
         )
     return out
