@@ -128,15 +128,22 @@ def _run_phase(run_dir: Path) -> str | None:
     return phase if isinstance(phase, str) else None
 
 
-def find_latest_best(outputs_dir: str | Path, phase: str, warn: bool = True) -> Path | None:
-    """Newest `best.ckpt` of a finished run of `phase` anywhere under outputs_dir.
+def find_latest_best(
+    outputs_dir: str | Path, phase: str, warn: bool = True, anywhere: bool = True
+) -> Path | None:
+    """Newest `best.ckpt` of a finished run of `phase` anywhere under outputs_dir (or, with
+    `anywhere=False`, only in outputs_dir/<phase>/<run>/checkpoints/).
 
     Runs without metrics.json, or still holding their RUNNING marker, were killed or are
     still training: they are skipped, with one warning line naming them.
     """
     found: list[Path] = []
     unfinished: list[Path] = []
-    for best in Path(outputs_dir).expanduser().rglob("best.ckpt"):
+    root = Path(outputs_dir).expanduser()
+    candidates = (
+        root.rglob("best.ckpt") if anywhere else root.glob(f"{phase}/*/checkpoints/best.ckpt")
+    )
+    for best in candidates:
         if best.parent.name != "checkpoints" or not best.is_file():
             continue
         run_dir = best.parent.parent

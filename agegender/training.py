@@ -43,11 +43,13 @@ def _container(config: DictConfig) -> dict[str, Any]:
 
 
 def find_init_checkpoint(cfg: DictConfig) -> LoadedCheckpoint:
-    """The checkpoint finetune starts from: init_from, else the newest finished frozen best."""
+    """The checkpoint a phase starts from: init_from, else (finetune) the newest best.ckpt of
+    a finished run in outputs_dir/frozen/ (not elsewhere under outputs_dir: a demo's or
+    another data set's frozen run would not fit this run's data)."""
     if cfg.init_from:
         log.info("starting from init_from=%s", cfg.init_from)
         return load_checkpoint(cfg.init_from)
-    found = find_latest_best(cfg.outputs_dir, "frozen")
+    found = find_latest_best(cfg.outputs_dir, "frozen", anywhere=False)
     if found is None:
         raise CheckpointError(
             f"phase=finetune needs a frozen-phase checkpoint, and there is none under "
