@@ -15,7 +15,7 @@ from typing import Any
 
 from agegender.errors import UserError
 
-# MobileNetV2 halves the image five times; below this its last feature map is under 1 pixel.
+# MobileNetV2's total stride: below it the last feature map is smaller than a pixel.
 MIN_IMAGE_SIZE = 32
 MAX_IMAGE_SIZE = 1024
 
@@ -105,7 +105,7 @@ def Choice(*choices: Any, optional: bool = False) -> Rule:  # noqa: N802
 BOOL = Rule("bool")
 PATH = Rule("str", optional=True)
 POSITIVE = Float(0, low_open=True)
-FRACTION = Float(0, 1, high_open=True)  # a share of the data, 1 excluded
+FRACTION = Float(0, 1, high_open=True)  # a share of the data, never the whole
 
 DATA = {
     "data.image_size": Int(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),

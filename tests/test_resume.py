@@ -135,7 +135,7 @@ def test_a_run_killed_mid_training_resumes_to_the_full_epoch_count(
         stderr=subprocess.DEVNULL,
     )
     try:
-        # Killed once epoch 2 is saved, i.e. in the third epoch of six.
+        # Killed mid-run, in the epoch after the second save of last.ckpt.
         reached = last_epoch_saves(_last(outputs), 2, process)
     finally:
         process.send_signal(signal.SIGKILL)

@@ -156,7 +156,7 @@ def test_concurrent_digest_index_saves_do_not_collide(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["index.json"]
 
 
-# -- live (findings 1 and 3) -----------------------------------------------------------------
+# -- live ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("option", ["save", "jsonl", "csv"])
@@ -223,7 +223,7 @@ def test_live_cli_clash_is_one_line_and_exit_2(untrained_checkpoint: Path, tmp_p
     assert snapshot(tmp_path) == before
 
 
-# -- export (finding 2) ----------------------------------------------------------------------
+# -- export ----------------------------------------------------------------------------------
 
 
 def test_export_refuses_its_own_checkpoint_and_wrong_suffixes(
@@ -246,7 +246,7 @@ def test_export_refuses_its_own_checkpoint_and_wrong_suffixes(
     assert snapshot(tmp_path) == before
 
 
-# -- eval (finding 4) ------------------------------------------------------------------------
+# -- eval ------------------------------------------------------------------------------------
 
 
 def test_eval_refuses_to_write_into_a_training_run(brief_run: Path) -> None:

@@ -348,8 +348,8 @@ def _open_capture(
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         if isinstance(target, str) and "://" in target:
-            # FFmpeg's own open and read timeouts are about 30 s; a silent server should
-            # fail (or stall) within the stall timeout instead.
+            # FFmpeg's own open and read timeouts are far longer than the stall timeout; a
+            # silent server should fail (or stall) within the latter.
             milliseconds = int(1000 * max(timeout, stall_timeout))
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds]
             params += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds]
