@@ -125,6 +125,18 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None
     assert running.exists() and unrelated.exists() and not stale.exists()
 
 
+def test_a_sink_clears_what_a_killed_run_left_for_its_target(tmp_path: Path) -> None:
+    from agegender.inference.sinks import JsonlSink
+
+    leftover = tmp_path / f".faces.jsonl.tmp-{dead_pid()}-0a1b2c3d"
+    other = tmp_path / f".other.jsonl.tmp-{dead_pid()}-0a1b2c3d"
+    leftover.write_text("half")
+    other.write_text("not ours to judge")
+    sink = JsonlSink(tmp_path / "faces.jsonl")
+    sink.close()
+    assert not leftover.exists() and other.exists()
+
+
 def test_the_image_store_build_clears_a_killed_builds_leftovers(
     tmp_path: Path, synthetic_root: Path
 ) -> None:

@@ -33,7 +33,7 @@ from agegender.export.parity import (
 )
 from agegender.export.quantize import METHODS, int8_report, quantize_int8
 from agegender.inference.onnx_backend import OnnxPredictor
-from agegender.io import check_outputs, temp_path
+from agegender.io import check_outputs, remove_stale_temps, temp_path
 
 if TYPE_CHECKING:
     from agegender.evaluation.data import EvalSet
@@ -134,6 +134,7 @@ def export(
     loaded = load_checkpoint(checkpoint)
     meta = export_meta(loaded.meta, checkpoint)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target.parent, f".{target.name}.tmp-*")  # left by a killed export
     batch, source = parity_batch(loaded.meta, parity_images)
     reference = torch_runner(loaded.net)
     temporary = temp_path(target, keep_suffix=True)

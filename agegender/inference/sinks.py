@@ -22,7 +22,7 @@ import numpy as np
 from agegender.errors import UserError
 from agegender.inference.sources import IMAGE_SUFFIXES, Frame, source_files
 from agegender.inference.tracking import Track
-from agegender.io import check_outputs, temp_path, write_atomic
+from agegender.io import check_outputs, remove_stale_temps, temp_path, write_atomic
 
 # container suffix -> FourCC that the opencv-python wheels can write
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
@@ -46,6 +46,7 @@ def _prepare(path: str | Path, option: str) -> Path:
         raise SinkError(f"{option}={path}: cannot create its folder ({error.strerror})") from error
     if path.is_dir():
         raise SinkError(f"{option}={path}: is a folder; give a file name")
+    remove_stale_temps(path.parent, f".{path.name}.tmp-*")  # left by a killed earlier run
     return path
 
 
