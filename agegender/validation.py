@@ -146,7 +146,7 @@ LIVE = {
     "max_age": Int(0),
     "hold": Int(0),
     "iou_threshold": Float(0, 1),
-    "threads": Int(1, optional=True),
+    "threads": Int(0, optional=True),  # 0 or null: the libraries choose
     "max_frames": Int(1, optional=True),
     "display": Choice("auto", True, False),
     "save": PATH,
