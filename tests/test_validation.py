@@ -111,7 +111,8 @@ ANY_VALUE = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(10**6), max_value=10**6),
-    st.floats(allow_nan=True, allow_infinity=True),
+    # training in this process flushes denormals to zero, so hypothesis cannot make them
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False),
     st.text(max_size=8),
     st.lists(st.integers(-5, 200), max_size=3),
 )
