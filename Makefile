@@ -28,7 +28,12 @@ lint: $(VENV)/.installed-dev
 test: lint
 	$(BIN)/pytest
 
-test-slow: $(VENV)/.installed-dev
+# The Optuna sweep test needs the optuna extra.
+$(VENV)/.installed-extras: pyproject.toml $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e '.[dev,optuna]'
+	touch $@
+
+test-slow: $(VENV)/.installed-extras
 	$(BIN)/pytest -m slow
 
 bench: $(VENV)/.installed

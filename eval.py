@@ -7,13 +7,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from agegender.checkpoint import resolve_checkpoint
 from agegender.errors import report_user_errors
-from agegender.evaluation.report import write_atomic
 from agegender.evaluation.run import evaluate
+from agegender.io import write_atomic
+from agegender.validation import EVAL, validate_entry
 
 
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
 @report_user_errors
 def main(cfg: DictConfig) -> float:
+    validate_entry(cfg, EVAL)
     model = resolve_checkpoint(cfg.ckpt, cfg.outputs_dir)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     result = evaluate(

@@ -9,11 +9,13 @@ from agegender.checkpoint import resolve_checkpoint
 from agegender.errors import report_user_errors
 from agegender.export import export
 from agegender.export.quantize import report_lines
+from agegender.validation import EXPORT, validate_entry
 
 
 @hydra.main(config_path="conf", config_name="export", version_base="1.3")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    validate_entry(cfg, EXPORT)
     checkpoint = resolve_checkpoint(cfg.ckpt, cfg.outputs_dir)
     result = export(
         checkpoint,

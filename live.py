@@ -2,7 +2,9 @@
 
 Options are in conf/live.yaml (detector=haar|full_frame|yunet, save=, jsonl=, csv=,
 display=auto|true|false, ...). Bad input (a missing checkpoint, a bad source) ends with one
-line on stderr and exit code 2; Ctrl-C ends with complete outputs and exit code 130.
+line on stderr and exit code 2; Ctrl-C ends with complete outputs and exit code 130; a source
+that lost frames (a damaged video, a stalled stream) ends with exit code 3 unless
+allow_lost_frames=true.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import signal
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from agegender.errors import report_user_errors
-from agegender.inference.live import EXIT_INTERRUPTED, run_from_config
+from agegender.inference.live import EXIT_INTERRUPTED, EXIT_LOST_FRAMES, run_from_config
+from agegender.validation import LIVE, validate_entry
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
@@ -25,13 +28,16 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    config = validate_entry(cfg, LIVE)
     try:
-        summary = run_from_config(OmegaConf.to_container(cfg, resolve=True))
+        summary = run_from_config(config)
     except KeyboardInterrupt:  # before the loop started (loading the model, opening a camera)
         print("live.py: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     if summary.stopped == "interrupt":
         sys.exit(EXIT_INTERRUPTED)
+    if summary.problem and not config.get("allow_lost_frames", False):
+        sys.exit(EXIT_LOST_FRAMES)
 
 
 if __name__ == "__main__":

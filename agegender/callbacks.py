@@ -39,6 +39,12 @@ class CurvePlotter(L.Callback):
         self.title = title
         self.history: list[dict[str, float]] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}  # so a resumed run keeps its earlier epochs
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         row = {"epoch": float(trainer.current_epoch)}
         for name, value in trainer.callback_metrics.items():

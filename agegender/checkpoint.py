@@ -8,7 +8,10 @@ inference needs (architecture, image size, age range, label meaning), so `live.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import pickle
+import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ from agegender import __version__
 from agegender.data.utkface import RACES
 from agegender.errors import UserError
 from agegender.model import AgeGenderNet, NetConfig
+from agegender.resume import METRICS, is_finished
+from agegender.validation import validate_meta
 
 META_KEY = "agegender"
 META_FORMAT = 1
@@ -69,6 +74,13 @@ class LoadedCheckpoint:
         return int(self.meta["image_size"])
 
 
+def net_config(meta: dict[str, Any]) -> NetConfig:
+    """The architecture stored in validated metadata; keys this version does not know are
+    left out (a newer writer may add some)."""
+    known = {field.name for field in fields(NetConfig)}
+    return NetConfig(**{key: value for key, value in meta["net"].items() if key in known})
+
+
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Load a training checkpoint into an AgeGenderNet in eval mode, on the CPU."""
     path = Path(path)
@@ -79,45 +91,104 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's own message advises weights_only=False, which would run the file's code.
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (it holds objects other than tensors "
+            f"and plain values, which are never loaded); use a .ckpt written by train.py"
+        ) from error
     except Exception as error:  # torch raises several types for corrupt or foreign files
+        first = str(error).splitlines()[0] if str(error) else ""
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}). Is the file complete?"
+            f"{first[:200]}). Is the file complete?"
         ) from error
     if not isinstance(raw, dict) or META_KEY not in raw or "state_dict" not in raw:
         raise CheckpointError(
             f"{path}: not an agegender checkpoint (no '{META_KEY}' metadata); "
             f"use a .ckpt written by train.py"
         )
-    meta = raw[META_KEY]
-    net = AgeGenderNet(NetConfig(**meta["net"]))
+    meta = validate_meta(raw[META_KEY], str(path))
+    try:
+        net = AgeGenderNet(net_config(meta))
+    except ValueError as error:  # an unknown backbone
+        raise CheckpointError(f"{path}: {error}") from error
     state = {k[len("net.") :]: v for k, v in raw["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(state)
-    except RuntimeError as error:
+    except (RuntimeError, AttributeError) as error:
         raise CheckpointError(f"{path}: weights do not fit the stored architecture") from error
     net.eval()
     return LoadedCheckpoint(net=net, meta=meta, path=path)
 
 
-def find_latest_best(outputs_dir: str | Path, phase: str) -> Path | None:
-    """Newest `best.ckpt` of a phase under outputs/<phase>/<run>/checkpoints/, if any."""
-    candidates = Path(outputs_dir).glob(f"{phase}/*/checkpoints/best.ckpt")
-    found = sorted(candidates, key=lambda p: p.stat().st_mtime)
+def _run_phase(run_dir: Path) -> str | None:
+    """The phase a finished run trained (from its metrics.json)."""
+    try:
+        phase = json.loads((run_dir / METRICS).read_text()).get("phase")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return phase if isinstance(phase, str) else None
+
+
+def find_latest_best(
+    outputs_dir: str | Path, phase: str, warn: bool = True, anywhere: bool = True
+) -> Path | None:
+    """Newest `best.ckpt` of a finished run of `phase` anywhere under outputs_dir (or, with
+    `anywhere=False`, only in outputs_dir/<phase>/<run>/checkpoints/).
+
+    Runs without metrics.json, or still holding their RUNNING marker, were killed or are
+    still training: they are skipped, with one warning line naming them.
+    """
+    found: list[Path] = []
+    unfinished: list[Path] = []
+    root = Path(outputs_dir).expanduser()
+    candidates = (
+        root.rglob("best.ckpt") if anywhere else root.glob(f"{phase}/*/checkpoints/best.ckpt")
+    )
+    for best in candidates:
+        if best.parent.name != "checkpoints" or not best.is_file():
+            continue
+        run_dir = best.parent.parent
+        if not is_finished(run_dir):
+            unfinished.append(run_dir)
+        elif _run_phase(run_dir) == phase:
+            found.append(best)
+    if warn and unfinished:
+        names = ", ".join(str(p) for p in sorted(unfinished)[:3])
+        more = f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else ""
+        print(
+            f"warning: skipping {len(unfinished)} unfinished run(s) (killed or still training): "
+            f"{names}{more}; continue one with python train.py resume=RUN_DIR",
+            file=sys.stderr,
+        )
+    found.sort(key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 
+def find_latest(outputs_dir: str | Path) -> Path | None:
+    """What ckpt=latest means: the newest finished best checkpoint, finetune before frozen."""
+    warn = True
+    for phase in LATEST_PHASES:
+        found = find_latest_best(outputs_dir, phase, warn=warn)
+        warn = False  # the unfinished runs are the same for every phase
+        if found is not None:
+            return found
+    return None
+
+
 def resolve_checkpoint(spec: str | Path | None, outputs_dir: str | Path = "outputs") -> Path:
-    """`latest` -> newest best checkpoint (finetune before frozen); otherwise the path itself."""
+    """`latest` -> newest finished best checkpoint (finetune before frozen), said on stdout;
+    otherwise the path itself."""
     if spec is None or str(spec) == "":
         raise CheckpointError("no checkpoint given: pass ckpt=PATH (or ckpt=latest)")
     if str(spec) != "latest":
         return Path(spec)
-    for phase in LATEST_PHASES:
-        found = find_latest_best(outputs_dir, phase)
-        if found is not None:
-            return found
+    found = find_latest(outputs_dir)
+    if found is not None:
+        print(f"ckpt=latest: {found}")
+        return found
     raise CheckpointError(
-        f"ckpt=latest: no best.ckpt under {outputs_dir}/{{finetune,frozen}}/*/checkpoints/. "
-        f"Train first (python train.py phase=frozen) or pass ckpt=PATH"
+        f"ckpt=latest: no best.ckpt of a finished run under {outputs_dir}/ (searched "
+        f"recursively). Train first (python train.py phase=frozen) or pass ckpt=PATH"
     )

@@ -139,3 +139,25 @@ def brief_onnx(brief_run: Path) -> Path:
     from agegender.export import export
 
     return export(brief_run / "checkpoints" / "best.ckpt").path
+
+
+@pytest.fixture(scope="session")
+def varied_checkpoint(brief_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The brief run's best checkpoint with its heads' weights scaled up: the same trained
+    features, but answers that spread over tens of years and most of P(female) across faces,
+    so a parity check with a tolerance of 0.05 years really compares something."""
+    raw = torch.load(brief_run / "checkpoints" / "best.ckpt", weights_only=True)
+    state = raw["state_dict"]
+    state["net.age_head.weight"] = state["net.age_head.weight"] * 40
+    state["net.gender_head.weight"] = state["net.gender_head.weight"] * 10
+    path = tmp_path_factory.mktemp("varied") / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save(raw, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def varied_onnx(varied_checkpoint: Path) -> Path:
+    from agegender.export import export
+
+    return export(varied_checkpoint).path

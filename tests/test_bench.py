@@ -10,6 +10,30 @@ import pytest
 from agegender.bench.__main__ import main
 
 
+def expected_ratios(entry: str, rows: list[dict]) -> dict[str, float]:
+    """Each entry's ratios recomputed from its own rows: a ratio that is not what its rows say
+    (a swapped pair, a wrong row) fails."""
+    if entry == "data":
+        decode = {
+            r["augmentation"]: r["epoch_s"] for r in rows if r["source"] == "decode every epoch"
+        }
+        return {
+            f"{r['source']} / decode, {r['augmentation']}": decode[r["augmentation"]] / r["epoch_s"]
+            for r in rows
+            if r["source"] != "decode every epoch"
+        }
+    if entry == "frozen":
+        full, cached = rows
+        return {"frozen epoch, cache / full pass": full["epoch_s"] / cached["epoch_s"]}
+    speed = {(r["table"], r["variant"]): r["images_per_s"] for r in rows}
+    lean = {v: s for (t, v), s in speed.items() if t == "lean loop"}
+    return {
+        f"{label} / fp32, NCHW": value / lean["fp32, NCHW"]
+        for label, value in lean.items()
+        if label != "fp32, NCHW"
+    }
+
+
 @pytest.mark.parametrize("entry", ["data", "frozen", "train"])
 def test_quick_benchmark_prints_its_pairs_and_writes_json(
     entry: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -20,7 +44,17 @@ def test_quick_benchmark_prints_its_pairs_and_writes_json(
     assert results["machine"]["torch"]
     (result,) = results["entries"]
     assert result["entry"] == entry and result["rows"] and result["ratios"]
-    assert all(ratio > 0 for ratio in result["ratios"].values())
+    ratios = result["ratios"]
+    for label, value in expected_ratios(entry, result["rows"]).items():
+        assert ratios[label] == pytest.approx(value, rel=1e-6), label
+    if entry == "frozen":
+        full, cached = result["rows"]
+        label = next(k for k in ratios if k.endswith("frozen phase incl. build"))
+        assert ratios[label] == pytest.approx(full["phase_s"] / cached["phase_s"], rel=1e-6)
+    if entry == "train":
+        overhead = ratios["Lightning / plain loop time (overhead = this - 1)"]
+        assert overhead == pytest.approx(1 + result["lightning_overhead"], rel=1e-9)
+        assert 0.2 < overhead < 5  # the same training step twice: not an order of magnitude apart
     printed = capsys.readouterr().out
     for label in result["ratios"]:
         assert label in printed  # every pair is shown with its ratio

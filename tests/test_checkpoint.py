@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from agegender.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from tests.conftest import write_untrained_checkpoint
+from agegender.checkpoint import CheckpointError, load_checkpoint
 
 
 class Payload:
@@ -52,19 +50,3 @@ def test_pickled_code_is_never_run(tmp_path: Path) -> None:
     torch.save({"state_dict": {}, "agegender": Payload()}, evil)
     with pytest.raises(CheckpointError, match="not a readable"):
         load_checkpoint(evil)
-
-
-def test_latest_prefers_finetune_then_newest(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="ckpt=latest"):
-        resolve_checkpoint("latest", tmp_path)
-    old = write_untrained_checkpoint(tmp_path / "frozen/r1/checkpoints/best.ckpt")
-    new = write_untrained_checkpoint(tmp_path / "frozen/r2/checkpoints/best.ckpt")
-    now = time.time()
-    os.utime(old, (now - 60, now - 60))
-    assert resolve_checkpoint("latest", tmp_path) == new
-    os.utime(old, (now + 60, now + 60))  # touched later: now the newest
-    assert resolve_checkpoint("latest", tmp_path) == old
-    tuned = write_untrained_checkpoint(tmp_path / "finetune/r3/checkpoints/best.ckpt")
-    os.utime(tuned, (1, 1))  # even an older finetune beats any frozen checkpoint
-    assert resolve_checkpoint("latest", tmp_path) == tuned
-    assert resolve_checkpoint("some/file.ckpt", tmp_path) == Path("some/file.ckpt")

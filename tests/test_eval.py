@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import cv2
@@ -12,9 +13,10 @@ import pytest
 
 from agegender.checkpoint import CheckpointError
 from agegender.data.split import SplitMismatchError
-from agegender.data.utkface import DatasetError, parse_name
+from agegender.data.utkface import RACES, DatasetError, age_band, parse_name
 from agegender.errors import UserError
 from agegender.evaluation.data import EvalDataError
+from agegender.evaluation.metrics import GENDERS
 from agegender.evaluation.run import evaluate
 from agegender.faces.crop import Framing
 from agegender.faces.detectors import build_detector
@@ -73,6 +75,35 @@ def test_metrics_equal_a_direct_computation_on_the_saved_test_split(
         expected = direct_metrics(ages, genders, predictions[:, 0], predictions[:, 1])
         for key, value in expected.items():
             assert overall[key] == pytest.approx(value, abs=1e-4), (variant, key)
+        # every fairness group: the same direct computation on that group's faces only
+        races = np.array([label.race for label in labels])
+        groups = {
+            "age_band": np.array([age_band(int(age)) for age in ages]),
+            "gender": np.array([GENDERS[g] for g in genders]),
+            "race": np.array([RACES[r] for r in races]),
+        }
+        checked = 0
+        for key, names_of in groups.items():
+            rows = report.summary["results"][variant]["by"][key]
+            assert set(rows) == set(names_of.tolist()), key
+            for group, row in rows.items():
+                inside = names_of == group
+                assert row["count"] == int(inside.sum())
+                with warnings.catch_warnings():  # AUC of a one-gender group is undefined
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    direct = direct_metrics(
+                        ages[inside],
+                        genders[inside],
+                        predictions[inside, 0],
+                        predictions[inside, 1],
+                    )
+                for metric, value in direct.items():
+                    if metric == "gender_auc" and len(set(genders[inside])) < 2:
+                        assert row[metric] is None  # undefined for a one-gender group
+                        continue
+                    assert row[metric] == pytest.approx(value, abs=1e-4), (key, group, metric)
+                    checked += 1
+        assert checked > 50
     assert report.summary["backend"] == "torch"
     assert report.summary["data"].startswith(f"test split of {brief_run / 'split.json'}")
 

@@ -13,12 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from skimage import data as skimage_data
 
+from agegender.bench.live import make_face_clip
 from agegender.faces.detectors import Box
-
-skimage_data = pytest.importorskip("skimage.data")
-
-from agegender.bench.live import make_face_clip  # noqa: E402 - needs skimage
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 45
@@ -144,10 +142,10 @@ def test_ctrl_c_leaves_complete_outputs(untrained_checkpoint: Path, tmp_path: Pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    partial = tmp_path / ".faces.part.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        if partial.exists() and partial.read_text().count("\n") >= 10:
+        partial = list(tmp_path.glob(".faces.jsonl.tmp-*"))
+        if partial and partial[0].read_text().count("\n") >= 10:
             break
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
@@ -158,4 +156,4 @@ def test_ctrl_c_leaves_complete_outputs(untrained_checkpoint: Path, tmp_path: Pa
     video = cv2.VideoCapture(str(out))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(records)
     video.release()
-    assert not list(tmp_path.glob(".*.part*"))
+    assert not list(tmp_path.glob(".*.tmp-*"))

@@ -7,6 +7,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from skimage import data as skimage_data
 
 from agegender.faces.detectors import (
     Box,
@@ -18,8 +19,6 @@ from agegender.faces.detectors import (
     build_detector,
     register_detector,
 )
-
-skimage_data = pytest.importorskip("skimage.data")
 
 # Where Eileen Collins' face is in skimage.data.astronaut() (512 x 512).
 ASTRONAUT_FACE = Box(177, 66, 272, 161)
@@ -58,6 +57,13 @@ def test_unknown_detector_names_the_choices() -> None:
 def test_bad_option_is_a_detector_error() -> None:
     with pytest.raises(DetectorError, match="bad option"):
         build_detector("haar", colour="red")
+
+
+def test_yunet_finds_the_astronaut_face_and_nothing_on_a_blank_frame() -> None:
+    detector = build_detector("yunet")
+    found = detector.detect(astronaut_bgr())
+    assert len(found) == 1 and found[0].iou(ASTRONAUT_FACE) > 0.5
+    assert detector.detect(np.full((480, 640, 3), 128, np.uint8)) == []
 
 
 def test_yunet_without_yuface_says_how_to_install_it(monkeypatch) -> None:

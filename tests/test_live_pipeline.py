@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agegender.checkpoint import CheckpointError
+from agegender.checkpoint import CheckpointError, load_checkpoint
+from agegender.export.parity import parity_batch
 from agegender.faces.crop import Framing, box_crop
 from agegender.faces.detectors import Box, Detector, FullFrameDetector
 from agegender.inference.live import (
@@ -185,29 +186,54 @@ def test_ckpt_latest_picks_the_newest_best_checkpoint(
     best = tmp_path / "frozen" / "run1" / "checkpoints" / "best.ckpt"
     best.parent.mkdir(parents=True)
     shutil.copy(untrained_checkpoint, best)
+    with pytest.raises(CheckpointError, match="finished run"):  # no metrics.json: unfinished
+        open_predictor("latest", tmp_path)
+    (best.parents[1] / "metrics.json").write_text('{"phase": "frozen"}')
     predictor = open_predictor("latest", tmp_path)
     assert predictor.backend == "torch" and predictor.image_size == 64
     with pytest.raises(CheckpointError, match="no such file"):
         open_predictor(tmp_path / "missing.onnx", tmp_path)
 
 
-def test_an_exported_onnx_model_runs_the_same_pipeline(
-    untrained_checkpoint: Path, tmp_path: Path
-) -> None:
-    pytest.importorskip("agegender.export")
-    from agegender.bench.live import onnx_predictor
+class FaceFrames(Source):
+    """Real training faces as frames (BGR), each a different person."""
 
-    exported, why = onnx_predictor(untrained_checkpoint, tmp_path)
-    assert exported is not None, why
-    onnx = open_predictor(tmp_path / "bench.onnx")
-    torch_predictor = open_predictor(untrained_checkpoint)
+    description = "faces"
+    fps = 25.0
+
+    def __init__(self, faces: np.ndarray) -> None:
+        self.images = [np.ascontiguousarray(face.transpose(1, 2, 0)[..., ::-1]) for face in faces]
+
+    def frames(self) -> Iterator[Frame]:
+        for index, image in enumerate(self.images):
+            yield Frame(index, index / 25, image.copy())
+
+
+def test_an_exported_onnx_model_runs_the_same_pipeline(
+    brief_run: Path, varied_checkpoint: Path, varied_onnx: Path
+) -> None:
+    checkpoint = varied_checkpoint
+    faces, _ = parity_batch(load_checkpoint(brief_run / "checkpoints" / "best.ckpt").meta, 12)
+    onnx = open_predictor(varied_onnx)
+    torch_predictor = open_predictor(checkpoint)
     assert onnx.backend == "onnxruntime"
-    outputs: dict[str, list[float]] = {"onnxruntime": [], "torch": []}
+    outputs: dict[str, list[tuple[float, float]]] = {"onnxruntime": [], "torch": []}
+    # Every frame predicted afresh, unsmoothed, so each row is the model's answer to one face.
+    settings = LiveSettings(detect_every=1, predict_every=1, smoothing=0.0)
     for predictor in (onnx, torch_predictor):
-        ages = outputs[predictor.backend]
-        pipeline = FacePipeline(predictor, FullFrameDetector())
-        run(ListSource(3), pipeline, observer=lambda frame, faces, a=ages: a.append(faces[0].age))
-    np.testing.assert_allclose(outputs["onnxruntime"], outputs["torch"], atol=0.05)
+        rows = outputs[predictor.backend]
+        pipeline = FacePipeline(predictor, FullFrameDetector(), settings)
+        run(
+            FaceFrames(faces),
+            pipeline,
+            observer=lambda frame, found, r=rows: r.append((found[0].age, found[0].p_female)),
+        )
+    got, expected = np.array(outputs["onnxruntime"]), np.array(outputs["torch"])
+    assert got.shape == expected.shape == (12, 2)
+    np.testing.assert_allclose(got[:, 0], expected[:, 0], atol=0.05)
+    np.testing.assert_allclose(got[:, 1], expected[:, 1], atol=1e-4)
+    # The answers vary far more than the tolerance: a graph ignoring its input would fail.
+    assert np.ptp(expected[:, 0]) > 20 * 0.05 and np.ptp(expected[:, 1]) > 100 * 1e-4
 
 
 def test_q_in_the_window_stops_the_run_with_complete_outputs(

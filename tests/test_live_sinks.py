@@ -18,7 +18,6 @@ from agegender.inference.sinks import (
     SinkError,
     VideoSink,
     open_sinks,
-    part_path,
 )
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import Track
@@ -37,10 +36,10 @@ def test_jsonl_appears_only_when_closed(tmp_path: Path) -> None:
     sink = JsonlSink(path)
     sink.write(frame(0), frame().image, [face(1), face(2)])
     sink.write(frame(1), frame().image, [])
-    assert not path.exists() and part_path(path).exists()
+    assert not path.exists() and sink.temp.exists()
     sink.close()
     sink.close()  # twice is fine
-    assert not part_path(path).exists()
+    assert not sink.temp.exists()
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["track"] for r in records] == [1, 2]
     assert records[0] == {

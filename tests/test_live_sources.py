@@ -94,36 +94,45 @@ def test_a_camera_that_cannot_open_is_a_source_error() -> None:
         open_source(97)
 
 
-class FakeCamera:
-    """Delivers numbered frames every 2 ms, like a fast camera."""
+class GatedCamera:
+    """A camera whose frames come only when the test lets them: no timing guesswork."""
 
-    def __init__(self, frames: int = 200) -> None:
+    def __init__(self) -> None:
+        self.gate = threading.Semaphore(0)
         self.count = 0
-        self.frames = frames
-        self.lock = threading.Lock()
+        self.stopped = False
 
     def read(self) -> tuple[bool, np.ndarray | None]:
-        time.sleep(0.002)
-        if self.count >= self.frames:
+        if not self.stopped:
+            self.gate.acquire()
+        if self.stopped:
             return False, None
         self.count += 1
         return True, np.full((4, 4, 3), self.count % 256, np.uint8)
 
+    def let_through(self, frames: int) -> None:
+        for _ in range(frames):
+            self.gate.release()
+
 
 def test_camera_reader_keeps_only_the_newest_frame() -> None:
-    camera = FakeCamera()
+    camera = GatedCamera()
     reader = _Reader(camera, keep_latest=True, queue_size=1)
     reader.start()
-    seen, taken = 0, []
+    seen = 0
     try:
-        for _ in range(5):
-            image, _, seen = reader.next_latest(seen, timeout=2.0)
-            taken.append(seen)
-            time.sleep(0.03)  # a slow model: about 15 camera frames go by
-            newest = camera.count
-        # what comes next is the newest frame, never one queued while we were busy
-        _, _, next_seen = reader.next_latest(seen, timeout=2.0)
-        assert next_seen >= newest
+        for burst in (1, 7, 15, 3):
+            target = camera.count + burst
+            camera.let_through(burst)  # frames arrive while the model is busy
+            with reader.condition:
+                assert reader.condition.wait_for(lambda t=target: reader.count >= t, timeout=30)
+            image, _, now_seen = reader.next_latest(seen, timeout=30)
+            # the newest frame, never one of those that went by in between
+            assert now_seen == target and int(image[0, 0, 0]) == target % 256
+            seen = now_seen
+        # nothing newer yet: the reader does not hand out the same frame twice
+        assert reader.next_latest(seen, timeout=0.05) is None
     finally:
+        camera.stopped = True
+        camera.let_through(1)
         reader.stop()
-    assert all(b - a > 5 for a, b in zip(taken, taken[1:], strict=False))

@@ -7,6 +7,7 @@ import urllib.error
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -89,13 +90,21 @@ def test_finetune_training_changes_only_unfrozen_blocks() -> None:
 
 def test_pixels_are_normalised_inside_the_network() -> None:
     net = AgeGenderNet().eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet, written out here
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    # a pixel at the channel mean maps to 0, one a standard deviation above it to 1
+    np.testing.assert_allclose(net.normalize(255 * mean).flatten(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(net.normalize(255 * (mean + std)).flatten(), 1.0, atol=1e-5)
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    expected = (images.float() / 255 - mean) / std
+    torch.testing.assert_close(net.normalize(images), expected, atol=1e-5, rtol=1e-5)
+    # the forward pass uses it: the backbone sees normalised pixels, whatever the input dtype
+    seen = []
+    hook = net.features.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     with torch.no_grad():
-        from_uint8 = net(images)
-        from_float = net(images.float())
-    assert torch.equal(from_uint8[0], from_float[0]) and torch.equal(from_uint8[1], from_float[1])
-    normalised = net.normalize(torch.full((1, 3, 1, 1), 255.0 * 0.485))
-    assert abs(float(normalised[0, 0])) < 1e-5
+        net(images)
+    hook.remove()
+    torch.testing.assert_close(seen[0].float(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_offline_imagenet_download_gives_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:

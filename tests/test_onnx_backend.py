@@ -15,9 +15,11 @@ from agegender.inference.onnx_backend import OnnxModelError, OnnxPredictor
 from agegender.inference.predictor import TorchPredictor, load_predictor
 
 
-def test_onnx_predictor_matches_the_torch_predictor(brief_run: Path, brief_onnx: Path) -> None:
-    torch_predictor = TorchPredictor(brief_run / "checkpoints" / "best.ckpt")
-    onnx_predictor = load_predictor(brief_onnx)
+def test_onnx_predictor_matches_the_torch_predictor(
+    varied_checkpoint: Path, varied_onnx: Path
+) -> None:
+    torch_predictor = TorchPredictor(varied_checkpoint)
+    onnx_predictor = load_predictor(varied_onnx)
     assert isinstance(onnx_predictor, OnnxPredictor)
     assert onnx_predictor.backend == "onnxruntime"
     assert onnx_predictor.image_size == torch_predictor.image_size == 64
@@ -28,7 +30,8 @@ def test_onnx_predictor_matches_the_torch_predictor(brief_run: Path, brief_onnx:
     crops += list(generated_images(120, 3).transpose(0, 2, 3, 1))
     expected, got = torch_predictor.predict(crops), onnx_predictor.predict(crops)
     assert got.dtype == np.float32 and got.shape == (5, 2)
-    assert np.ptp(expected[:, 0]) > 1e-3  # the model answers differently for different faces
+    # the answers differ far more than the tolerances below: the comparison can fail
+    assert np.ptp(expected[:, 0]) > 20 * 0.05 and np.ptp(expected[:, 1]) > 100 * 1e-4
     np.testing.assert_allclose(got[:, 0], expected[:, 0], atol=0.05)
     np.testing.assert_allclose(got[:, 1], expected[:, 1], atol=1e-4)
     assert onnx_predictor.predict([]).shape == (0, 2)

@@ -22,6 +22,11 @@ def test_quick_inference_benchmark_compares_three_engines(
     assert {row["backend"] for row in result["rows"]} == BACKENDS
     assert {row["batch"] for row in result["rows"]} == {1, 8}
     assert all(row["images_per_s"] > 0 for row in result["rows"])
-    assert len(result["ratios"]) == 4 and all(r > 0 for r in result["ratios"].values())
+    assert len(result["ratios"]) == 4
+    speed = {(row["backend"], row["batch"]): row["images_per_s"] for row in result["rows"]}
+    for batch in (1, 8):
+        for name in ("onnxruntime fp32", "onnxruntime int8"):
+            ratio = result["ratios"][f"{name} / torch eager, batch {batch}"]
+            assert ratio == pytest.approx(speed[(name, batch)] / speed[("torch eager fp32", batch)])
     printed = capsys.readouterr().out
     assert all(label in printed for label in result["ratios"])

@@ -6,11 +6,8 @@ import json
 from pathlib import Path
 
 import cv2
-import pytest
 
 from tests.conftest import run_entry
-
-pytest.importorskip("skimage.data")  # the clip's face is scikit-image's astronaut photograph
 
 FRAMES = 20
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 
 import cv2
 import torch
 
-from tests.conftest import run_entry
+from tests.conftest import run_entry, write_untrained_checkpoint
 
 
 def test_training_learns_age_and_gender_on_held_out_faces(trained_run: Path) -> None:
@@ -37,28 +40,51 @@ def test_run_folder_holds_config_checkpoints_plots_split_and_dashboards(trained_
     assert checkpoint["agegender"]["split_file"] == str(trained_run / "split.json")
 
 
-def test_finetune_starts_from_the_newest_frozen_best(trained_run: Path) -> None:
+def test_finetune_starts_from_the_newest_finished_frozen_best(trained_run: Path) -> None:
     outputs = trained_run.parents[1]
-    result = run_entry(
-        "train.py",
-        "phase=finetune",
-        "debug=fast",
-        f"data.root={json.loads((trained_run / 'split.json').read_text())['root']}",
-        "data.image_size=64",
-        f"data.cache_dir={outputs / 'cache'}",
-        f"outputs_dir={outputs}",
+    best = trained_run / "checkpoints" / "best.ckpt"
+    # Decoys: an older finished frozen run, and a newer one that was killed (RUNNING marker).
+    older = write_untrained_checkpoint(outputs / "frozen" / "0-older" / "checkpoints" / "best.ckpt")
+    (older.parents[1] / "metrics.json").write_text(json.dumps({"phase": "frozen"}))
+    killed = write_untrained_checkpoint(
+        outputs / "frozen" / "z-killed" / "checkpoints" / "best.ckpt", seed=1
     )
+    (killed.parents[1] / "RUNNING").write_text("pid 1\n")
+    now = time.time()
+    os.utime(older, (now - 3600, now - 3600))
+    os.utime(best, (now - 60, now - 60))
+    try:
+        result = run_entry(
+            "train.py",
+            "phase=finetune",
+            "debug=fast",
+            f"data.root={json.loads((trained_run / 'split.json').read_text())['root']}",
+            "data.image_size=64",
+            f"data.cache_dir={outputs / 'cache'}",
+            f"outputs_dir={outputs}",
+        )
+    finally:
+        shutil.rmtree(older.parents[1])
+        shutil.rmtree(killed.parents[1])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 unfinished run(s)" in result.stderr and "z-killed" in result.stderr
     finetune_run = next((outputs / "finetune").iterdir())
     log = (finetune_run / "train.log").read_text()
-    assert f"finetune starts from {trained_run / 'checkpoints' / 'best.ckpt'}" in log
+    assert f"finetune starts from {best}" in log
+    # The blocks below features[10] stay frozen in finetune, so they must be exactly the
+    # frozen run's trained weights (random init or a decoy would differ).
+    start = torch.load(best, weights_only=True)["state_dict"]
+    tuned = torch.load(finetune_run / "checkpoints" / "best.ckpt", weights_only=True)
+    frozen_keys = [k for k in start if k.startswith("net.features.") and int(k.split(".")[2]) < 10]
+    assert len(frozen_keys) > 50
+    for key in frozen_keys:
+        assert torch.equal(start[key], tuned["state_dict"][key]), key
     # The frozen phase's test set is kept exactly.
     frozen_split = json.loads((trained_run / "split.json").read_text())
     finetune_split = json.loads((finetune_run / "split.json").read_text())
     assert finetune_split["test"] == frozen_split["test"]
-    checkpoint = torch.load(finetune_run / "checkpoints" / "best.ckpt", weights_only=True)
-    assert checkpoint["agegender"]["phase"] == "finetune"
-    assert checkpoint["hyper_parameters"]["trainable_from"] == 10
+    assert tuned["agegender"]["phase"] == "finetune"
+    assert tuned["hyper_parameters"]["trainable_from"] == 10
 
 
 def test_finetune_without_a_frozen_run_says_what_to_do(tmp_path: Path) -> None:
@@ -84,3 +110,48 @@ def test_no_data_root_at_all_points_to_the_options(tmp_path: Path) -> None:
     result = run_entry("train.py", "model.pretrained=none", f"outputs_dir={tmp_path}")
     assert result.returncode == 2
     assert "data.root=PATH" in result.stderr and "data=synthetic" in result.stderr
+
+
+def test_frozen_init_from_is_honoured_and_an_empty_test_split_writes_valid_json(
+    tmp_path: Path, synthetic_root: Path, untrained_checkpoint: Path
+) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from agegender.training import run_phase
+    from tests.conftest import REPO
+
+    overrides = [
+        "phase=frozen",
+        f"init_from={untrained_checkpoint}",
+        "model.pretrained=none",
+        "debug=fast",
+        "logger=none",
+        "callbacks.plots=false",
+        "data.image_size=64",
+        "data.split.test=0.0",
+        f"data.root={synthetic_root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"outputs_dir={tmp_path}",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_dir = tmp_path / "frozen" / "run"
+        run_phase(cfg, run_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+    def no_nan(text: str) -> None:
+        raise AssertionError(f"{text} in metrics.json")
+
+    metrics = json.loads((run_dir / "metrics.json").read_text(), parse_constant=no_nan)
+    assert metrics["test"] is None and metrics["baseline_test_age_mae"] is None
+    assert not (run_dir / "RUNNING").exists()
+    # The frozen phase trains only the heads: the backbone is exactly init_from's.
+    start = torch.load(untrained_checkpoint, weights_only=True)["state_dict"]
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    backbone = [key for key in start if key.startswith("net.features.")]
+    assert len(backbone) > 100
+    assert all(torch.equal(start[key], best[key]) for key in backbone)

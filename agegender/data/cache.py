@@ -25,6 +25,7 @@ from rich.progress import track
 
 from agegender.data.utkface import Sample
 from agegender.faces.photo import OUTCOMES, PhotoCrop
+from agegender.io import remove_stale_temps
 from agegender.preprocess import ImageDecodeError, decode_bgr, square_resize
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ def open_or_build(
         log.warning("image store %s has an unexpected shape; rebuilding it", array_path)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temps(cache_dir, "images-*.tmp-*"):  # a killed build's leftovers
+        log.info("removed %s, left by a build that was killed", stale.name)
     suffix = f".tmp-{os.getpid()}"
     array_tmp = array_path.with_name(array_path.name + suffix)
     shape = (len(samples), 3, image_size, image_size)

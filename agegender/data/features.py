@@ -29,6 +29,7 @@ from rich.progress import track
 from torch.utils.data import Dataset
 
 from agegender.data.cache import ImageStore
+from agegender.io import remove_stale_temps
 from agegender.model import AgeGenderNet
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ def open_or_build_features(
     built = 0
     # One builder at a time; a process that waited finds the views complete and reuses them.
     with FileLock(str(cache_dir / f"features-{key}.lock")):
+        for stale in remove_stale_temps(cache_dir, "features-*.tmp-*"):
+            log.info("removed %s, left by a build that was killed", stale.name)
         for view in views:
             array_path, meta_path = _paths(cache_dir, key, view)
             paths[view] = array_path

@@ -16,6 +16,7 @@ import numpy as np
 
 from agegender.data.utkface import Sample, age_band
 from agegender.errors import UserError
+from agegender.io import write_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -73,9 +74,7 @@ def save_split(path: Path, samples: Sequence[Sample], split: Split, info: dict) 
     for name in SPLITS:
         payload[name] = [[samples[i].relpath, samples[i].digest] for i in split.indices(name)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    temporary.replace(path)
+    write_atomic(path, json.dumps(payload, indent=1))
 
 
 def load_split(path: Path, samples: Sequence[Sample]) -> Split:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agegender.errors import UserError
+from agegender.io import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,28 @@ class DigestIndex:
         if self.path is None or not self.changed:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.entries))
-        temporary.replace(self.path)
+        # A temporary name of its own: concurrent first runs on one folder each save whole.
+        write_atomic(self.path, json.dumps(self.entries))
+
+
+def walk_files(root: Path, skipped: Counter) -> list[Path]:
+    """Every file under root (following folder links), sorted; unreadable folders and
+    links that loop back to a folder already walked are skipped and counted."""
+    files: list[Path] = []
+    visited: set[str] = set()
+
+    def unreadable(error: OSError) -> None:
+        skipped["unreadable folder"] += 1
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            skipped["folder link to a folder already walked"] += 1
+            subfolders[:] = []  # do not descend a second time
+            continue
+        visited.add(real)
+        files.extend(Path(folder) / name for name in names)
+    return sorted(files)
 
 
 def discover(
@@ -127,8 +147,9 @@ def discover(
 ) -> Discovery:
     """All usable UTKFace images under root (recursive), deduplicated by content.
 
-    Skips and counts: non-image files, malformed names, ages outside age_range, empty files
-    and duplicates. Decoding (and so corrupt images) is checked later, by the image cache.
+    Skips and counts: non-image files, malformed names, ages outside age_range, empty and
+    unreadable files, unreadable folders, folder links that loop, and duplicates. Decoding
+    (and so corrupt images) is checked later, by the image cache.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -138,7 +159,7 @@ def discover(
     samples: list[Sample] = []
     seen: set[str] = set()
     low, high = age_range
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in walk_files(root, skipped):
         name = path.name
         if name.startswith("."):
             continue  # our own markers and OS litter, not data
@@ -153,12 +174,16 @@ def discover(
         if not low <= label.age <= high:
             skipped[f"age outside {low}-{high}"] += 1
             continue
-        stat = path.stat()
-        if stat.st_size == 0:
-            skipped["empty file"] += 1
-            continue
         relpath = path.relative_to(root).as_posix()
-        digest = index.digest(path, relpath, stat)
+        try:
+            stat = path.stat()
+            if stat.st_size == 0:
+                skipped["empty file"] += 1
+                continue
+            digest = index.digest(path, relpath, stat)
+        except OSError:  # no permission, a dangling link, a file that vanished
+            skipped["unreadable file"] += 1
+            continue
         if digest in seen:
             skipped["duplicate image"] += 1
             continue

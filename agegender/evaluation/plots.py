@@ -16,22 +16,21 @@ import numpy as np
 from agegender.callbacks import annotate_grid, label_text
 from agegender.data.utkface import RACES
 from agegender.evaluation.metrics import GENDERS
+from agegender.io import atomic_target
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 
-def _temporary(path: Path) -> Path:
-    # Same suffix, so matplotlib and OpenCV still pick PNG; renamed into place when complete.
-    return path.with_name(f".{path.stem}.tmp{path.suffix}")
-
-
 def _save(figure: Any, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(_temporary(path))
-    plt.close(figure)
-    _temporary(path).replace(path)
+    try:
+        # Same suffix, so matplotlib picks PNG; renamed into place when complete.
+        with atomic_target(path, keep_suffix=True) as temporary:
+            figure.savefig(temporary)
+    finally:
+        plt.close(figure)
     return path
 
 
@@ -137,6 +136,6 @@ def worst_errors_png(
     ]
     scale = 2 if images.shape[-1] < 128 else 1  # room for the text, without a huge PNG
     grid = annotate_grid(images[worst], truths, predictions, scale=scale)
-    cv2.imwrite(str(_temporary(path)), cv2.cvtColor(grid.transpose(1, 2, 0), cv2.COLOR_RGB2BGR))
-    _temporary(path).replace(path)
+    with atomic_target(path, keep_suffix=True) as temporary:
+        cv2.imwrite(str(temporary), cv2.cvtColor(grid.transpose(1, 2, 0), cv2.COLOR_RGB2BGR))
     return path

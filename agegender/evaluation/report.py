@@ -12,6 +12,7 @@ from typing import Any
 import cv2
 
 from agegender.evaluation.metrics import CS_YEARS
+from agegender.io import write_atomic
 
 # (key, column title, format) of the metric columns in the markdown tables
 COLUMNS = (
@@ -24,12 +25,6 @@ COLUMNS = (
     ("gender_auc", "ROC AUC", "{:.3f}"),
 )
 BREAKDOWN_TITLES = {"age_band": "age band", "gender": "gender", "race": "race"}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def _cell(value: Any, fmt: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,25 @@ from agegender.errors import UserError
 from agegender.evaluation import plots
 from agegender.evaluation.data import EvalSet, load_eval_set
 from agegender.evaluation.metrics import full_report
-from agegender.evaluation.report import log_tensorboard, write_atomic, write_reports
+from agegender.evaluation.report import log_tensorboard, write_reports
 from agegender.inference.predictor import Predictor, load_predictor
+from agegender.io import PathClashError, check_outputs, write_atomic
 
 TTA_CHOICES = ("none", "flip")
+# What an evaluation writes into its folder (eval.py adds eval_config.yaml).
+REPORT_FILES = (
+    "metrics.json",
+    "report.md",
+    "predictions.csv",
+    "eval_config.yaml",
+    "summary.png",
+    "age_scatter.png",
+    "age_band_errors.png",
+    "gender_confusion.png",
+    "worst_errors.png",
+)
+# Present in a training run's folder: an evaluation must not write its files there.
+RUN_MARKERS = (".hydra", "checkpoints", "split.json", "train.log")
 
 
 @dataclass
@@ -31,6 +47,25 @@ def default_out_dir(model_path: Path) -> Path:
     """`<run>/eval` for a model inside `<run>/checkpoints/`, else `eval` beside the model."""
     folder = model_path.parent
     return (folder.parent if folder.name == "checkpoints" else folder) / "eval"
+
+
+def check_out_dir(out: Path, model_path: Path) -> None:
+    """Refuse a report folder whose files would replace a training run's own (its metrics.json)
+    or the model itself; one line, before anything is written."""
+    marker = next((name for name in RUN_MARKERS if (out / name).exists()), None)
+    metrics = out / "metrics.json"
+    if marker is None and metrics.is_file():
+        try:
+            written_by_eval = "results" in json.loads(metrics.read_text())
+        except (OSError, ValueError):
+            written_by_eval = False
+        marker = None if written_by_eval else "metrics.json"
+    if marker is not None:
+        raise PathClashError(
+            f"out={out}: this folder holds a training run's {marker}, whose metrics.json the "
+            f"report would replace; choose another out= (the default is <run>/eval)"
+        )
+    check_outputs({"out": [out / name for name in REPORT_FILES]}, {"ckpt": model_path})
 
 
 def predict_all(
@@ -106,9 +141,10 @@ def evaluate(
     if tta not in TTA_CHOICES:
         raise UserError(f"tta={tta}: choose tta=flip or leave it out")
     model_path = Path(model_path)
+    out = Path(out_dir).expanduser() if out_dir else default_out_dir(model_path)
+    check_out_dir(out, model_path)
     predictor = load_predictor(model_path)
     data = load_eval_set(predictor.meta, data_cfg, part, crop=crop)
-    out = Path(out_dir) if out_dir else default_out_dir(model_path)
     out.mkdir(parents=True, exist_ok=True)
     labels = (data.ages, data.genders, data.races)
     variants = {"plain": False, "flip": True} if tta == "flip" else {"plain": False}

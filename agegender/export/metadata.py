@@ -43,7 +43,7 @@ def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
         "image_size": str(meta["image_size"]),
         "age_range": json.dumps(meta["age_range"]),
         "labels": json.dumps(meta["labels"]),
-        "backbone": str(meta["net"]["backbone"]),
+        "backbone": str(meta["net"].get("backbone", "mobilenet_v2")),
         "version": str(meta.get("version", "")),
         "exported_by": str(meta.get("exported_by", "")),
         "checkpoint": str(meta.get("source_checkpoint", "")),

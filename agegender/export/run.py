@@ -33,11 +33,14 @@ from agegender.export.parity import (
 )
 from agegender.export.quantize import METHODS, int8_report, quantize_int8
 from agegender.inference.onnx_backend import OnnxPredictor
+from agegender.io import check_outputs, remove_stale_temps, temp_path
 
 if TYPE_CHECKING:
     from agegender.evaluation.data import EvalSet
 
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # what live.py and eval.py dispatch on
+KINDS = {"onnx": "an ONNX", "torchscript": "a TorchScript"}
 TORCHSCRIPT_META = "agegender.json"  # extra file inside the TorchScript archive
 CALIBRATION_IMAGES = 128
 
@@ -52,11 +55,26 @@ class ExportResult:
 
 
 def output_path(checkpoint: Path, out: str | Path | None, fmt: str) -> Path:
-    """`out` (a file, or a folder to put the default name in), else beside the checkpoint."""
+    """`out` (a file, or a folder to put the default name in), else beside the checkpoint.
+
+    A file name must carry the format's suffix: live.py and eval.py pick the backend from it.
+    """
     if not out:
         return checkpoint.parent / FILE_NAMES[fmt]
-    out = Path(out)
-    return out / FILE_NAMES[fmt] if out.is_dir() else out
+    folder = str(out).endswith(("/", os.sep))
+    out = Path(out).expanduser()
+    if folder or out.is_dir():
+        return out / FILE_NAMES[fmt]
+    if out.suffix.lower() != SUFFIXES[fmt]:
+        raise UserError(
+            f"out={out}: {KINDS[fmt]} export must be named *{SUFFIXES[fmt]} (e.g. "
+            f"out={out.with_suffix(SUFFIXES[fmt])}), or give a folder"
+        )
+    return out
+
+
+def int8_path(target: Path) -> Path:
+    return target.with_name(f"{target.stem}.int8.onnx")
 
 
 def torchscript_runner(path: Path) -> Runner:
@@ -110,13 +128,16 @@ def export(
     if int(opset) < MIN_OPSET:
         raise UserError(f"opset={opset}: use opset {MIN_OPSET} or newer")
     checkpoint = Path(checkpoint)
+    target = output_path(checkpoint, out, fmt)
+    outputs = {"out": target, "int8": int8_path(target) if quantize == "int8" else None}
+    check_outputs(outputs, {"ckpt": checkpoint})
     loaded = load_checkpoint(checkpoint)
     meta = export_meta(loaded.meta, checkpoint)
-    target = output_path(checkpoint, out, fmt)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target.parent, f".{target.name}.tmp-*")  # left by a killed export
     batch, source = parity_batch(loaded.meta, parity_images)
     reference = torch_runner(loaded.net)
-    temporary = target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
+    temporary = temp_path(target, keep_suffix=True)
     try:
         if fmt == "onnx":
             write_onnx(loaded.net, temporary, loaded.image_size, int(opset))
@@ -134,7 +155,7 @@ def export(
     result = ExportResult(path=target, format=fmt, parity=parity)
     if quantize == "int8":
         calibration, val = _data_for_int8(loaded.meta, data_cfg)
-        result.int8_path = target.with_name(f"{target.stem}.int8.onnx")
+        result.int8_path = int8_path(target)
         quantize_int8(target, result.int8_path, calibration, quantize_method)
         result.int8 = int8_report(target, result.int8_path, val, seconds=speed_seconds)
     return result

@@ -27,13 +27,14 @@ from agegender.faces.crop import Framing, crop_face, framing_of
 from agegender.faces.detectors import Box, Detector, build_detector
 from agegender.inference.overlay import draw_faces, draw_fps
 from agegender.inference.predictor import Predictor, load_predictor
-from agegender.inference.sinks import Sink, open_sinks
+from agegender.inference.sinks import Sink, check_sink_paths, open_sinks
 from agegender.inference.sources import Frame, Source, open_source
 from agegender.inference.tracking import IouTracker, Track, ema
 
 STAGES = ("capture", "detect", "crop", "predict", "track", "draw", "output")
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
+EXIT_LOST_FRAMES = 3  # the source lost frames (damaged video, stalled stream)
 
 
 class LiveError(UserError):
@@ -166,6 +167,7 @@ class RunSummary:
     faces: int  # faces over all frames
     stopped: str  # end | quit | interrupt | max_frames
     stage_ms: dict[str, float] = field(default_factory=dict)
+    problem: str | None = None  # frames the source lost (damaged video, stalled stream)
 
     @property
     def fps(self) -> float:
@@ -373,15 +375,21 @@ def run_from_config(cfg: Mapping[str, Any]) -> RunSummary:
     detector = build_detector(str(options.pop("name")), **options)
     display = resolve_display(cfg["display"])
     set_threads(cfg.get("threads"))
-    predictor = open_predictor(
-        cfg["ckpt"], cfg.get("outputs_dir", "outputs"), cfg["device"], cfg.get("threads")
+    checkpoint = resolve_checkpoint(
+        None if cfg["ckpt"] is None else str(cfg["ckpt"]), cfg.get("outputs_dir", "outputs")
     )
-    with open_source(cfg["source"]) as source:
+    check_sink_paths(cfg.get("save"), cfg.get("jsonl"), cfg.get("csv"), cfg["source"], checkpoint)
+    predictor = open_predictor(
+        checkpoint, cfg.get("outputs_dir", "outputs"), cfg["device"], cfg.get("threads")
+    )
+    stall = float(cfg.get("stall_timeout") or 10.0)
+    with open_source(cfg["source"], first_frame_timeout=stall, stall_timeout=stall) as source:
         sinks = open_sinks(
             cfg.get("save"), cfg.get("jsonl"), cfg.get("csv"), source.fps, source.stills
         )
         pipeline = FacePipeline(predictor, detector, settings)
         summary = run(source, pipeline, sinks, display=display, max_frames=cfg.get("max_frames"))
+        summary.problem = source.problem if summary.stopped == "end" else None
     written = [str(value) for value in (cfg.get("save"), cfg.get("jsonl"), cfg.get("csv")) if value]
     print(
         f"live: {summary.frames} frames, {summary.faces} faces in {summary.seconds:.1f} s "
@@ -390,4 +398,16 @@ def run_from_config(cfg: Mapping[str, Any]) -> RunSummary:
     )
     stages = ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items())
     print(f"live: ms per frame: {stages}")
+    if summary.problem:
+        allowed = bool(cfg.get("allow_lost_frames", False))
+        print(
+            f"{'warning' if allowed else 'error'}: {summary.problem}"
+            + (
+                ""
+                if allowed
+                else "; the outputs hold the frames read (allow_lost_frames=true "
+                "accepts this with exit status 0)"
+            ),
+            file=sys.stderr,
+        )
     return summary

@@ -16,10 +16,12 @@ import numpy as np
 
 from agegender.checkpoint import CheckpointError
 from agegender.inference.predictor import Predictor
+from agegender.validation import validate_meta
 
 # metadata_props key holding the checkpoint's full inference contract as JSON.
 META_PROP = "agegender"
 INPUT_NAME = "image"
+INPUT_TYPE = "tensor(uint8)"
 OUTPUT_NAMES = ("age", "p_female")
 
 
@@ -72,10 +74,9 @@ def read_meta(session: Any, path: str | Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(props[META_PROP])
-        int(meta["image_size"])
-    except (ValueError, KeyError, TypeError) as error:
+    except ValueError as error:
         raise OnnxModelError(f"{path}: damaged '{META_PROP}' metadata ({error})") from error
-    return meta
+    return validate_meta(meta, str(path))
 
 
 class OnnxPredictor(Predictor):
@@ -94,6 +95,12 @@ class OnnxPredictor(Predictor):
             raise OnnxModelError(
                 f"{self.path}: expected input '{INPUT_NAME}' and outputs {list(OUTPUT_NAMES)}, "
                 f"found {inputs} -> {outputs}; re-export with python export.py"
+            )
+        image = self.session.get_inputs()[0]
+        if image.type != INPUT_TYPE or len(image.shape) != 4:
+            raise OnnxModelError(
+                f"{self.path}: input '{INPUT_NAME}' is {image.type} {image.shape}, expected "
+                f"{INPUT_TYPE} [N, 3, S, S] (RGB 0..255); re-export with python export.py"
             )
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Outputs of a live run: annotated video or images, JSONL and CSV of every face.
 
-Each sink writes to a hidden temporary name beside the target and renames it on close(), so
-a target file is either absent or complete, also when the run is stopped with q or Ctrl-C
-(close() runs in a finally block). Text sinks flush every frame.
+Each sink writes to a hidden temporary name beside the target, unique to the sink, and
+renames it on close(), so a target file is either absent or complete, also when the run is
+stopped with q or Ctrl-C (close() runs in a finally block). Text sinks flush every frame.
+`check_sink_paths` refuses, before anything is written, outputs that would replace an input
+(the checkpoint, the source video, an image of the source folder) or each other.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import cv2
 import numpy as np
 
 from agegender.errors import UserError
-from agegender.inference.sources import IMAGE_SUFFIXES, Frame
+from agegender.inference.sources import IMAGE_SUFFIXES, Frame, source_files
 from agegender.inference.tracking import Track
+from agegender.io import check_outputs, remove_stale_temps, temp_path, write_atomic
 
 # container suffix -> FourCC that the opencv-python wheels can write
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
@@ -30,9 +33,9 @@ class SinkError(UserError):
 
 
 def part_path(path: Path) -> Path:
-    """Hidden temporary name beside `path`, keeping its suffix (OpenCV picks the container
-    from it)."""
-    return path.with_name(f".{path.stem}.part{path.suffix}")
+    """Hidden temporary name beside `path`, unique to this writer, keeping its suffix
+    (OpenCV picks the container from it)."""
+    return temp_path(path, keep_suffix=True)
 
 
 def _prepare(path: str | Path, option: str) -> Path:
@@ -43,6 +46,7 @@ def _prepare(path: str | Path, option: str) -> Path:
         raise SinkError(f"{option}={path}: cannot create its folder ({error.strerror})") from error
     if path.is_dir():
         raise SinkError(f"{option}={path}: is a folder; give a file name")
+    remove_stale_temps(path.parent, f".{path.name}.tmp-*")  # left by a killed earlier run
     return path
 
 
@@ -130,9 +134,7 @@ class ImageSink(Sink):
         ok, data = cv2.imencode(target.suffix or ".png", annotated)
         if not ok:
             raise SinkError(f"save={target}: OpenCV cannot encode this image type")
-        temp = part_path(target)
-        temp.write_bytes(data.tobytes())
-        os.replace(temp, target)
+        write_atomic(target, data.tobytes())
 
     def close(self) -> None:
         pass
@@ -250,3 +252,37 @@ def open_sinks(
             sink.discard()
         raise
     return sinks
+
+
+def _is_image_output(save: str | Path, stills: bool) -> bool:
+    return stills and Path(save).suffix.lower() not in VIDEO_CODECS
+
+
+def check_sink_paths(
+    save: str | None,
+    jsonl: str | None,
+    csv_path: str | None,
+    source: int | str | None,
+    checkpoint: str | Path | None,
+) -> None:
+    """Refuse outputs that would replace the checkpoint, the source (a video, an image, an
+    image of a source folder, the folder itself) or another output; one line, before any
+    work starts."""
+    inputs_source = source_files(source)
+    stills = any(Path(p).suffix.lower() in IMAGE_SUFFIXES for p in inputs_source)
+    outputs: dict[str, list[Path]] = {}
+    if save:
+        target = Path(save).expanduser()
+        if _is_image_output(save, stills) and target.suffix.lower() not in IMAGE_SUFFIXES:
+            # a folder of annotated images, one per source image, under the source's names
+            names = [
+                Path(p).name for p in inputs_source if Path(p).suffix.lower() in IMAGE_SUFFIXES
+            ]
+            outputs["save"] = [target, *(target / name for name in names)]
+        else:
+            outputs["save"] = [target]
+    if jsonl:
+        outputs["jsonl"] = [Path(jsonl)]
+    if csv_path:
+        outputs["csv"] = [Path(csv_path)]
+    check_outputs(outputs, {"ckpt": checkpoint, "source": inputs_source})

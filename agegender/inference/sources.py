@@ -6,6 +6,10 @@ names the source and the fix. Frames are BGR uint8, as OpenCV gives them.
 Cameras and streams are read in their own thread that keeps only the newest frame, so the
 frame shown is never stale however slow the model is. Video files are decoded in a thread
 too, through a bounded queue: decoding overlaps the model and no frame is ever dropped.
+
+Frames that a source should have given but could not are reported in `Source.problem`: a
+video that ends before its frame count (damaged or truncated) and a camera or stream that
+stalls (no new frame for `stall_timeout` seconds).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from agegender.errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_FPS = 30.0
+STALL_TIMEOUT = 10.0  # seconds without a new frame before a camera or stream counts as stalled
 STILLS_FPS = 1.0  # a folder saved as a video shows each image for one second
 _KINDS = "a camera index (source=0), a video, an image, a folder of images or a stream URL"
 
@@ -51,6 +56,7 @@ class Source(ABC):
     fps: float = DEFAULT_FPS
     live: bool = False  # frames may be skipped to stay current (cameras, streams)
     stills: bool = False  # unrelated images: no tracking across them
+    problem: str | None = None  # frames were lost: what happened (set when iteration ends)
 
     @abstractmethod
     def frames(self) -> Iterator[Frame]: ...
@@ -159,14 +165,19 @@ class CaptureSource(Source):
         description: str,
         live: bool,
         queue_size: int = 8,
-        first_frame_timeout: float = 10.0,
+        first_frame_timeout: float = STALL_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT,
     ) -> None:
         self.capture = capture
         self.description = description
         self.live = live
         fps = capture.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else DEFAULT_FPS
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        # what the container says the file holds (files only; streams say nothing useful)
+        self.expected_frames = int(count) if not live and count and np.isfinite(count) else 0
         self.first_frame_timeout = first_frame_timeout
+        self.stall_timeout = stall_timeout
         self._first: np.ndarray | None = None
         if not live:  # a file that opens but decodes nothing is as bad as a missing one
             ok, image = capture.read()
@@ -195,10 +206,16 @@ class CaptureSource(Source):
             yield Frame(index=index, time=index / self.fps, image=image)
             index += 1
             image = self.reader.next_queued()
+        if index < self.expected_frames:
+            self.problem = (
+                f"source={self.description}: the video ended after {index} of its "
+                f"{self.expected_frames} frames (damaged or truncated file); "
+                f"{self.expected_frames - index} frames lost"
+            )
 
     def _live_frames(self) -> Iterator[Frame]:
         seen, index = 0, 0
-        timeout: float | None = self.first_frame_timeout
+        timeout = self.first_frame_timeout
         while True:
             got = self.reader.next_latest(seen, timeout)
             if got is None:
@@ -207,11 +224,16 @@ class CaptureSource(Source):
                         f"source={self.description}: opened, but no frame came within "
                         f"{self.first_frame_timeout:g} s; is another program using it?"
                     )
+                if not self.reader.ended:
+                    self.problem = (
+                        f"source={self.description}: stalled, no new frame for "
+                        f"{self.stall_timeout:g} s after {index} frames (stall_timeout=)"
+                    )
                 return
             image, stamp, seen = got
             yield Frame(index=index, time=stamp, image=image)
             index += 1
-            timeout = None
+            timeout = self.stall_timeout
 
     def close(self) -> None:
         self.reader.stop()
@@ -254,7 +276,32 @@ def _read_image(path: Path) -> np.ndarray | None:
     return image if image is not None and image.size else None
 
 
-def open_source(spec: int | str, queue_size: int = 8, first_frame_timeout: float = 10.0) -> Source:
+def _folder_images(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def source_files(spec: int | str | None) -> list[Path]:
+    """The files a source reads (a folder: itself and its images); none for cameras and URLs."""
+    if isinstance(spec, bool) or spec is None:
+        return []
+    text = str(spec).strip()
+    if not text or isinstance(spec, int) or text.isdigit() or "://" in text:
+        return []
+    path = Path(text).expanduser()
+    if path.is_dir():
+        try:
+            return [path, *_folder_images(path)]
+        except OSError:
+            return [path]
+    return [path]
+
+
+def open_source(
+    spec: int | str,
+    queue_size: int = 8,
+    first_frame_timeout: float = STALL_TIMEOUT,
+    stall_timeout: float = STALL_TIMEOUT,
+) -> Source:
     """Open `spec`: a camera index, a video or image file, a folder of images or a URL."""
     # OpenCV and FFmpeg print their own warnings for bad sources; our error says it once.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -262,12 +309,19 @@ def open_source(spec: int | str, queue_size: int = 8, first_frame_timeout: float
         raise SourceError(f"source={spec}: give {_KINDS}")
     text = str(spec).strip()
     if isinstance(spec, int) or text.isdigit():
-        return _open_capture(int(text), f"{text} (camera)", True, queue_size, first_frame_timeout)
+        return _open_capture(
+            int(text), f"{text} (camera)", True, queue_size, first_frame_timeout, stall_timeout
+        )
     if "://" in text:
-        return _open_capture(text, text, True, queue_size, first_frame_timeout)
+        return _open_capture(text, text, True, queue_size, first_frame_timeout, stall_timeout)
     path = Path(text).expanduser()
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            images = _folder_images(path)
+        except OSError as error:
+            raise SourceError(
+                f"source={path}: cannot list this folder ({error.strerror})"
+            ) from error
         if not images:
             raise SourceError(
                 f"source={path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder"
@@ -277,16 +331,31 @@ def open_source(spec: int | str, queue_size: int = 8, first_frame_timeout: float
         raise SourceError(f"source={path}: no such file or folder; give {_KINDS}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFilesSource([path], str(path))
-    return _open_capture(str(path), str(path), False, queue_size, first_frame_timeout)
+    return _open_capture(
+        str(path), str(path), False, queue_size, first_frame_timeout, stall_timeout
+    )
 
 
 def _open_capture(
-    target: int | str, description: str, live: bool, queue_size: int, timeout: float
+    target: int | str,
+    description: str,
+    live: bool,
+    queue_size: int,
+    timeout: float,
+    stall_timeout: float = STALL_TIMEOUT,
 ) -> CaptureSource:
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        capture = cv2.VideoCapture(target)
+        if isinstance(target, str) and "://" in target:
+            # FFmpeg's own open and read timeouts are far longer than the stall timeout; a
+            # silent server should fail (or stall) within the latter.
+            milliseconds = int(1000 * max(timeout, stall_timeout))
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds]
+            params += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds]
+            capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+        else:
+            capture = cv2.VideoCapture(target)
     finally:
         cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
@@ -302,4 +371,4 @@ def _open_capture(
             f"source={target}: not a readable video; give a video file OpenCV reads "
             f"(mp4, avi, mkv), an image or a folder of images"
         )
-    return CaptureSource(capture, description, live, queue_size, timeout)
+    return CaptureSource(capture, description, live, queue_size, timeout, stall_timeout)
