@@ -1,0 +1,210 @@
+"""The public Python API: faces in an image, each with a box, an age and a gender.
+
+```python
+from agegender import FaceAnalyzer
+
+analyzer = FaceAnalyzer("model.onnx")          # or a .ckpt, or "latest"
+faces = analyzer.analyze(rgb_image)             # a still: every face, predicted afresh
+stream = analyzer.stream()                      # a video: track ids and steady labels
+for rgb_frame in frames:
+    faces = stream.process(rgb_frame)
+```
+
+Images are RGB uint8 `[H, W, 3]` (what PIL, scikit-image and browsers give); pass `bgr=True`
+for OpenCV frames. Everything runs through `live.py`'s `FacePipeline` (detection, cropping,
+one batched model call, tracking, smoothing): the API, `live.py` and `serve.py` share one path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agegender.checkpoint import resolve_checkpoint
+from agegender.errors import UserError
+from agegender.inference.detectors import Detector, build_detector
+from agegender.inference.live import FacePipeline, LiveSettings, open_predictor
+from agegender.inference.predictor import Predictor
+from agegender.inference.sources import Frame
+from agegender.inference.tracking import Track
+
+# The default of conf/live.yaml's detector group (a test keeps the two equal).
+DEFAULT_DETECTOR = "haar"
+
+
+class ImageError(UserError, ValueError):
+    """An array that is not an image the analyzer can read."""
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: box corners in pixels of the input image, age in years, P(female)."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    age: float
+    p_female: float
+    track_id: int | None = None  # set by a stream, None for stills
+
+    @property
+    def gender(self) -> str:
+        return "female" if self.p_female >= 0.5 else "male"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types, rounded to what is meaningful."""
+        out: dict[str, Any] = {
+            "box": [round(v, 1) for v in self.box],
+            "age": round(self.age, 1),
+            "p_female": round(self.p_female, 4),
+            "gender": self.gender,
+        }
+        if self.track_id is not None:
+            out["id"] = self.track_id
+        return out
+
+
+def live_settings(options: Mapping[str, Any] | None) -> LiveSettings:
+    """LiveSettings from live.yaml-style keys; keys that are not settings are ignored, so a
+    whole live or serve config can be passed."""
+    options = options or {}
+    names = [f.name for f in fields(LiveSettings)]
+    return LiveSettings(**{name: options[name] for name in names if name in options})
+
+
+def as_bgr(image: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """The pipeline's frame format (BGR uint8 [H, W, 3]) from RGB, BGR, grey or RGBA."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 image, got dtype {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
+        raise ImageError(f"expected an image [H, W, 3], got shape {tuple(image.shape)}")
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR if bgr else cv2.COLOR_RGBA2BGR)
+    return np.ascontiguousarray(image) if bgr else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+
+def _faces(tracks: list[Track], with_ids: bool) -> list[Face]:
+    return [
+        Face(
+            box=tuple(float(v) for v in t.box[:4]),
+            age=float(t.age),
+            p_female=float(t.p_female),
+            track_id=t.id if with_ids else None,
+        )
+        for t in tracks
+        if t.age is not None  # every shown face has a prediction; guard anyway
+    ]
+
+
+class FaceAnalyzer:
+    """A model and a face detector: `analyze` for stills, `stream()` for video.
+
+    - `model`: a training checkpoint (`.ckpt`, torch), an exported model (`.onnx`,
+      onnxruntime), `"latest"` (newest best checkpoint under `outputs_dir`), or a ready
+      `Predictor`.
+    - `detector`: a name from conf/detector/ (`haar`, `yunet`, `full_frame`) or a `Detector`;
+      `detector_options` are that group's keys (e.g. `{"threshold": 0.6}` for yunet).
+    - `settings`: live.yaml's pipeline keys (`margin`, `detect_every`, `smoothing`, ...) or a
+      `LiveSettings`.
+
+    One analyzer may be shared by threads: the model and detector run under a lock (the
+    backends are not thread-safe), so decode images outside the call to overlap them.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | Predictor = "latest",
+        detector: str | Detector = DEFAULT_DETECTOR,
+        *,
+        detector_options: Mapping[str, Any] | None = None,
+        settings: LiveSettings | Mapping[str, Any] | None = None,
+        outputs_dir: str | Path = "outputs",
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        if isinstance(model, Predictor):
+            self.predictor = model
+            self.model_path: Path | None = None
+        else:
+            self.model_path = resolve_checkpoint(str(model), outputs_dir)
+            self.predictor = open_predictor(self.model_path, outputs_dir, device, threads)
+        if isinstance(detector, Detector):
+            self.detector = detector
+        else:
+            self.detector = build_detector(str(detector), **dict(detector_options or {}))
+        self.settings = settings if isinstance(settings, LiveSettings) else live_settings(settings)
+        self.lock = threading.Lock()
+        self._stills = self._pipeline()
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> FaceAnalyzer:
+        """From a composed live.yaml or serve.yaml config (ckpt, detector group, pipeline keys)."""
+        options = dict(cfg["detector"])
+        name = str(options.pop("name"))
+        return cls(
+            cfg["ckpt"],
+            name,
+            detector_options=options,
+            settings=cfg,
+            outputs_dir=cfg.get("outputs_dir", "outputs"),
+            device=cfg.get("device", "cpu"),
+            threads=cfg.get("threads"),
+        )
+
+    def _pipeline(self) -> FacePipeline:
+        # The one place that builds the live pipeline: detection, crops, model, tracking.
+        return FacePipeline(self.predictor, self.detector, self.settings)
+
+    def _run(self, pipeline: FacePipeline, frame: Frame, stills: bool) -> list[Track]:
+        with self.lock:
+            return pipeline.process(frame, stills=stills)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What model answers: file name, backend, input size, age range; and the detector."""
+        meta = getattr(self.predictor, "meta", {}) or {}
+        return {
+            "name": self.model_path.name if self.model_path else type(self.predictor).__name__,
+            "backend": self.predictor.backend,
+            "image_size": int(self.predictor.image_size),
+            "age_range": meta.get("age_range"),
+            "detector": getattr(self.detector, "name", type(self.detector).__name__),
+        }
+
+    def analyze(self, image: np.ndarray, *, bgr: bool = False) -> list[Face]:
+        """Every face of one still image (RGB uint8 [H, W, 3]; `bgr=True` for OpenCV's order).
+
+        No tracking: each call detects and predicts afresh, so `track_id` is None.
+        """
+        frame = Frame(index=0, time=0.0, image=as_bgr(image, bgr))
+        return _faces(self._run(self._stills, frame, stills=True), with_ids=False)
+
+    def stream(self) -> FaceStream:
+        """A stream of video frames from one source: faces keep track ids, labels are smoothed.
+
+        Each stream has its own tracker; streams share the analyzer's model and detector.
+        """
+        return FaceStream(self)
+
+
+class FaceStream:
+    """Consecutive frames of one video; `process` returns the faces with their track ids."""
+
+    def __init__(self, analyzer: FaceAnalyzer) -> None:
+        self.analyzer = analyzer
+        self.pipeline = analyzer._pipeline()
+        self.frames = 0
+
+    def process(self, image: np.ndarray, *, bgr: bool = False, time: float = 0.0) -> list[Face]:
+        """Faces of the next frame (RGB uint8 [H, W, 3]; `bgr=True` for OpenCV's order)."""
+        frame = Frame(index=self.frames, time=time, image=as_bgr(image, bgr))
+        self.frames += 1
+        return _faces(self.analyzer._run(self.pipeline, frame, stills=False), with_ids=True)
