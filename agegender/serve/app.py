@@ -27,8 +27,13 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
-    async def bad_image(request: Request, error: RequestError) -> JSONResponse:
-        return _error(error.status, error.message)
+    async def bad_request(request: Request, error: RequestError) -> JSONResponse:
+        response = _error(error.status, error.message)
+        if error.status == 413:
+            # the rest of the body is still on its way: closing stops it, where keep-alive
+            # would have the server read and discard all of it
+            response.headers["connection"] = "close"
+        return response
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
