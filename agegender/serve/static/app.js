@@ -16,8 +16,17 @@ const modelInfo = document.getElementById("model");
 const toggle = document.getElementById("toggle");
 const grab = document.createElement("canvas");
 
-// What tests and curious users can read from the console: the latest replies.
-const state = (window.agegender = { replies: 0, last: null, history: [], labels: [], error: null });
+// What tests and curious users can read from the console: the latest replies, and the last
+// frame sent (the one `last` answers while paused).
+const state = (window.agegender = {
+  replies: 0,
+  last: null,
+  history: [],
+  labels: [],
+  error: null,
+  inFlight: false,
+  lastFrame: () => grab.toDataURL("image/png"),
+});
 
 let socket = null;
 let sentAt = 0;
@@ -78,7 +87,7 @@ function connect() {
   };
   socket.onmessage = (event) => onReply(JSON.parse(event.data));
   socket.onclose = (event) => {
-    inFlight = false;
+    inFlight = state.inFlight = false;
     if (!state.error) {
       showMessage(
         event.reason
@@ -99,7 +108,7 @@ function sendFrame() {
   grab.width = Math.round(video.videoWidth * scale);
   grab.height = Math.round(video.videoHeight * scale);
   grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
-  inFlight = true;
+  inFlight = state.inFlight = true;
   grab.toBlob(
     (blob) => {
       sentAt = performance.now();
@@ -111,7 +120,7 @@ function sendFrame() {
 }
 
 function onReply(reply) {
-  inFlight = false;
+  inFlight = state.inFlight = false;
   const now = performance.now();
   if (reply.error) {
     stats.textContent = `server: ${reply.error}`;
