@@ -7,46 +7,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 
-import cv2
-import numpy as np
-
-from agegender.bench.live import FacePatch, astronaut_patch, background
+from agegender.bench.serve import face_frame, jpeg
 from agegender.inference.detectors import Box
 from agegender.serve.run import bind
 
-SIZE = (640, 480)
-
-
-@lru_cache(maxsize=1)
-def _patch() -> FacePatch:
-    return astronaut_patch()
-
-
-@lru_cache(maxsize=1)
-def _background() -> np.ndarray:
-    return background(SIZE)
-
-
-def face_frame(x: int, y: int, side: int = 160) -> tuple[np.ndarray, Box]:
-    """A 640x480 BGR frame with the astronaut's head (side x side) at (x, y), and where the
-    face is in it (the box a detector finds in the full photograph, moved and scaled)."""
-    patch = _patch()
-    factor = side / patch.image.shape[0]
-    image = cv2.resize(patch.image, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
-    mask = cv2.resize(patch.mask, (side, side), interpolation=cv2.INTER_AREA)[..., None]
-    frame = _background().astype(np.float32)
-    region = frame[y : y + side, x : x + side]
-    region[:] = mask * image + (1 - mask) * region
-    face = Box(*(v * factor for v in patch.face[:4]))
-    return frame.astype(np.uint8), Box(face.x1 + x, face.y1 + y, face.x2 + x, face.y2 + y)
-
-
-def jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
-    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return data.tobytes()
+__all__ = ["face_frame", "iou", "jpeg", "running_server"]
 
 
 def iou(a: list[float] | Box, b: list[float] | Box) -> float:

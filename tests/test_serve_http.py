@@ -118,11 +118,16 @@ def test_exif_orientation_is_applied(client: TestClient) -> None:
 def _bad_requests(photo: bytes) -> dict[str, tuple[int, dict]]:
     huge = io.BytesIO()
     Image.new("L", (1200, 1000)).save(huge, "PNG")  # a small file, over max_pixels
+    png = cv2.imencode(".png", face_frame(100, 100)[0])[1].tobytes()
     return {
         "not an image": (400, {"content": b"hello" * 50, "headers": {"content-type": "image/png"}}),
         "truncated": (
             400,
             {"content": photo[: len(photo) // 2], "headers": {"content-type": "image/jpeg"}},
+        ),
+        "truncated PNG": (
+            400,
+            {"content": png[: len(png) // 2], "headers": {"content-type": "image/png"}},
         ),
         "empty raw body": (400, {"content": b"", "headers": {"content-type": "image/jpeg"}}),
         "empty body": (400, {}),

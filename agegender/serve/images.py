@@ -1,7 +1,10 @@
-"""Uploaded bytes -> RGB image, refusing what is not a whole JPEG or PNG of a sane size.
+"""Uploaded bytes -> BGR frame, refusing what is not a whole JPEG or PNG of a sane size.
 
-The header is read first (PIL reads only it on open), so an image over `max_pixels` is
-refused before its pixels are decoded: a small file can declare a huge image.
+PIL reads only the header (format and size), so an image over `max_pixels` is refused
+before its pixels are decoded: a small file can declare a huge image. OpenCV then decodes
+the pixels (several times faster than PIL here, and straight into the pipeline's BGR order,
+with the EXIF orientation applied). OpenCV decodes a truncated JPEG without complaint, so
+JPEGs are first checked to end their last scan with an end-of-image marker.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import io
 import warnings
 
+import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
+SOS, EOI = b"\xff\xda", b"\xff\xd9"  # JPEG markers: start of scan, end of image
 
 
 class RequestError(Exception):
@@ -24,32 +29,35 @@ class RequestError(Exception):
         self.message = message
 
 
-def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
-    """JPEG or PNG bytes -> RGB uint8 [H, W, 3], upright (EXIF orientation applied)."""
-    if not data:
-        raise RequestError(400, "empty body: send a JPEG or PNG image")
+def _image_header(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     try:
         with warnings.catch_warnings():
             # PIL's own bomb check warns at 89 Mpx; ours below is the one that answers
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            with Image.open(io.BytesIO(data)) as image:
+                kind, (width, height) = image.format, image.size
     except Image.DecompressionBombError:
         raise RequestError(413, f"image too large: over max_pixels={max_pixels}") from None
     except Exception:  # PIL raises several types for bytes that are no image
         raise RequestError(400, "not an image: send a JPEG or PNG") from None
-    if image.format not in FORMATS:
-        raise RequestError(400, f"unsupported image format {image.format}: send a JPEG or PNG")
-    width, height = image.size
+    if kind not in FORMATS:
+        raise RequestError(400, f"unsupported image format {kind}: send a JPEG or PNG")
     if width * height > max_pixels:
         raise RequestError(
             413, f"image too large: {width}x{height} is over max_pixels={max_pixels}"
         )
-    try:
-        image.load()  # raises on truncated or corrupt data (LOAD_TRUNCATED_IMAGES is off)
-        image = ImageOps.exif_transpose(image) or image
-        rgb = np.asarray(image.convert("RGB"))
-    except Exception:
-        raise RequestError(400, "truncated or corrupt image: send the whole file") from None
-    if rgb.ndim != 3 or min(rgb.shape[:2]) < 1:
-        raise RequestError(400, "empty image")
-    return rgb
+    return kind, width, height
+
+
+def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
+    """JPEG or PNG bytes -> BGR uint8 [H, W, 3], upright (EXIF orientation applied)."""
+    if not data:
+        raise RequestError(400, "empty body: send a JPEG or PNG image")
+    kind, _, _ = _image_header(data, max_pixels)
+    # an embedded thumbnail has its own end marker, so the last one must follow the last scan
+    if kind == "JPEG" and data.rfind(EOI) < data.rfind(SOS):
+        raise RequestError(400, "truncated image: send the whole file")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3 or min(bgr.shape[:2]) < 1:
+        raise RequestError(400, "truncated or corrupt image: send the whole file")
+    return bgr

@@ -19,11 +19,11 @@ def analyze_bytes(analyzer: FaceAnalyzer, data: bytes, max_pixels: int) -> dict[
     """Decode (outside the analyzer's lock, so it overlaps other requests' inference) and
     analyze; raises RequestError for bytes that are not a usable image."""
     start = time.perf_counter()
-    rgb = decode_upload(data, max_pixels)
-    faces = analyzer.analyze(rgb)
+    bgr = decode_upload(data, max_pixels)
+    faces = analyzer.analyze(bgr, bgr=True)
     return {
         "faces": [face.to_dict() for face in faces],
-        "image": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])},
+        "image": {"width": int(bgr.shape[1]), "height": int(bgr.shape[0])},
         "ms": round(1000 * (time.perf_counter() - start), 1),
     }
 

@@ -70,12 +70,12 @@ async def _read(websocket: WebSocket, mailbox: NewestFrame, limit: int) -> None:
 
 def _process(stream: FaceStream, data: bytes, max_pixels: int) -> dict[str, Any]:
     start = time.perf_counter()
-    rgb = decode_upload(data, max_pixels)
-    faces = stream.process(rgb)
+    bgr = decode_upload(data, max_pixels)
+    faces = stream.process(bgr, bgr=True)
     return {
         "faces": [face.to_dict() for face in faces],
-        "width": int(rgb.shape[1]),
-        "height": int(rgb.shape[0]),
+        "width": int(bgr.shape[1]),
+        "height": int(bgr.shape[0]),
         "ms": round(1000 * (time.perf_counter() - start), 1),
     }
 
