@@ -17,6 +17,8 @@ one batched model call, tracking, smoothing): the API, `live.py` and `serve.py` 
 
 from __future__ import annotations
 
+import itertools
+import queue
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -36,6 +38,10 @@ from agegender.inference.tracking import Track
 
 # The default of conf/live.yaml's detector group (a test keeps the two equal).
 DEFAULT_DETECTOR = "haar"
+
+
+class AnalyzerError(UserError):
+    """An analyzer option that cannot work."""
 
 
 class ImageError(UserError, ValueError):
@@ -104,6 +110,16 @@ def _faces(tracks: list[Track], with_ids: bool) -> list[Face]:
     ]
 
 
+@dataclass
+class _Worker:
+    """One model and one detector, used by one thread at a time (neither is thread-safe)."""
+
+    predictor: Predictor
+    detector: Detector
+    stills: FacePipeline
+    lock: threading.Lock
+
+
 class FaceAnalyzer:
     """A model and a face detector: `analyze` for stills, `stream()` for video.
 
@@ -114,9 +130,12 @@ class FaceAnalyzer:
       `detector_options` are that group's keys (e.g. `{"threshold": 0.6}` for yunet).
     - `settings`: live.yaml's pipeline keys (`margin`, `detect_every`, `smoothing`, ...) or a
       `LiveSettings`.
+    - `workers`: copies of the model and detector, so that as many threads can analyze at
+      once (each runs under its own lock: the backends are not thread-safe). With `threads=1`,
+      one worker per core uses the machine; it needs a model path and a detector name.
 
-    One analyzer may be shared by threads: the model and detector run under a lock (the
-    backends are not thread-safe), so decode images outside the call to overlap them.
+    One analyzer may be shared by threads. Decode images outside the call, so decoding
+    overlaps other threads' inference.
     """
 
     def __init__(
@@ -129,20 +148,50 @@ class FaceAnalyzer:
         outputs_dir: str | Path = "outputs",
         device: str = "cpu",
         threads: int | None = None,
+        workers: int = 1,
     ) -> None:
-        if isinstance(model, Predictor):
-            self.predictor = model
-            self.model_path: Path | None = None
-        else:
-            self.model_path = resolve_checkpoint(str(model), outputs_dir)
-            self.predictor = open_predictor(self.model_path, outputs_dir, device, threads)
-        if isinstance(detector, Detector):
-            self.detector = detector
-        else:
-            self.detector = build_detector(str(detector), **dict(detector_options or {}))
+        workers = int(workers)
+        if workers < 1:
+            raise AnalyzerError(f"workers must be >= 1, got {workers}")
+        if workers > 1 and (isinstance(model, Predictor) or isinstance(detector, Detector)):
+            raise AnalyzerError(
+                "workers > 1 needs a model path and a detector name (each worker loads its own)"
+            )
         self.settings = settings if isinstance(settings, LiveSettings) else live_settings(settings)
-        self.lock = threading.Lock()
-        self._stills = self._pipeline()
+        self.model_path: Path | None = None
+        if not isinstance(model, Predictor):
+            self.model_path = resolve_checkpoint(str(model), outputs_dir)
+
+        def worker() -> _Worker:
+            predictor = (
+                model
+                if isinstance(model, Predictor)
+                else open_predictor(self.model_path, outputs_dir, device, threads)
+            )
+            found = (
+                detector
+                if isinstance(detector, Detector)
+                else build_detector(str(detector), **dict(detector_options or {}))
+            )
+            return _Worker(predictor, found, self._pipeline(predictor, found), threading.Lock())
+
+        self._workers = [worker() for _ in range(workers)]
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        for each in self._workers:
+            self._idle.put(each)
+        self._next_stream = itertools.count()
+
+    @property
+    def predictor(self) -> Predictor:
+        return self._workers[0].predictor
+
+    @property
+    def detector(self) -> Detector:
+        return self._workers[0].detector
+
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> FaceAnalyzer:
@@ -157,15 +206,12 @@ class FaceAnalyzer:
             outputs_dir=cfg.get("outputs_dir", "outputs"),
             device=cfg.get("device", "cpu"),
             threads=cfg.get("threads"),
+            workers=cfg.get("workers", 1),
         )
 
-    def _pipeline(self) -> FacePipeline:
+    def _pipeline(self, predictor: Predictor, detector: Detector) -> FacePipeline:
         # The one place that builds the live pipeline: detection, crops, model, tracking.
-        return FacePipeline(self.predictor, self.detector, self.settings)
-
-    def _run(self, pipeline: FacePipeline, frame: Frame, stills: bool) -> list[Track]:
-        with self.lock:
-            return pipeline.process(frame, stills=stills)
+        return FacePipeline(predictor, detector, self.settings)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -177,6 +223,7 @@ class FaceAnalyzer:
             "image_size": int(self.predictor.image_size),
             "age_range": meta.get("age_range"),
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
+            "workers": self.workers,
         }
 
     def analyze(self, image: np.ndarray, *, bgr: bool = False) -> list[Face]:
@@ -185,26 +232,34 @@ class FaceAnalyzer:
         No tracking: each call detects and predicts afresh, so `track_id` is None.
         """
         frame = Frame(index=0, time=0.0, image=as_bgr(image, bgr))
-        return _faces(self._run(self._stills, frame, stills=True), with_ids=False)
+        worker = self._idle.get()  # waits for a free worker
+        try:
+            with worker.lock:  # a stream may be using it
+                tracks = worker.stills.process(frame, stills=True)
+        finally:
+            self._idle.put(worker)
+        return _faces(tracks, with_ids=False)
 
     def stream(self) -> FaceStream:
         """A stream of video frames from one source: faces keep track ids, labels are smoothed.
 
-        Each stream has its own tracker; streams share the analyzer's model and detector.
+        Each stream has its own tracker; streams take turns on the analyzer's workers.
         """
-        return FaceStream(self)
+        return FaceStream(self._workers[next(self._next_stream) % len(self._workers)], self)
 
 
 class FaceStream:
     """Consecutive frames of one video; `process` returns the faces with their track ids."""
 
-    def __init__(self, analyzer: FaceAnalyzer) -> None:
-        self.analyzer = analyzer
-        self.pipeline = analyzer._pipeline()
+    def __init__(self, worker: _Worker, analyzer: FaceAnalyzer) -> None:
+        self._worker = worker
+        self.pipeline = analyzer._pipeline(worker.predictor, worker.detector)
         self.frames = 0
 
     def process(self, image: np.ndarray, *, bgr: bool = False, time: float = 0.0) -> list[Face]:
         """Faces of the next frame (RGB uint8 [H, W, 3]; `bgr=True` for OpenCV's order)."""
         frame = Frame(index=self.frames, time=time, image=as_bgr(image, bgr))
         self.frames += 1
-        return _faces(self.analyzer._run(self.pipeline, frame, stills=False), with_ids=True)
+        with self._worker.lock:
+            tracks = self.pipeline.process(frame, stills=False)
+        return _faces(tracks, with_ids=True)

@@ -138,3 +138,28 @@ def test_from_config_builds_the_configured_detector(brief_onnx: Path) -> None:
     assert analyzer.info["detector"] == "full_frame" and analyzer.settings.detect_every == 2
     (face,) = analyzer.analyze(np.zeros((48, 64, 3), np.uint8))
     assert face.box == (0.0, 0.0, 64.0, 48.0)
+
+
+def test_workers_analyze_at_once_with_right_answers(brief_onnx: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    analyzer = FaceAnalyzer(brief_onnx, workers=2, threads=1)
+    assert analyzer.workers == 2 and analyzer.info["workers"] == 2
+    frames = [face_frame(30 + 40 * i, 60 + 20 * i)[0] for i in range(8)]
+    expected = [FaceAnalyzer(brief_onnx).analyze(f, bgr=True) for f in frames]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda f: analyzer.analyze(f, bgr=True), frames * 3))
+    assert got == expected * 3
+    # streams take turns on the workers, each with its own tracker
+    streams = [analyzer.stream() for _ in range(3)]
+    assert [s._worker for s in streams] == [*analyzer._workers, analyzer._workers[0]]
+    assert [s.process(frames[0], bgr=True)[0].track_id for s in streams] == [1, 1, 1]
+
+
+def test_workers_need_a_path_and_a_name(analyzer: FaceAnalyzer) -> None:
+    from agegender.api import AnalyzerError
+
+    with pytest.raises(AnalyzerError, match="workers > 1"):
+        FaceAnalyzer(analyzer.predictor, workers=2)
+    with pytest.raises(AnalyzerError, match="workers must be"):
+        FaceAnalyzer(analyzer.predictor, workers=0)

@@ -5,9 +5,11 @@
 default detector. The clients are in this process, each on a keep-alive connection:
 
 - `POST /api/analyze` with a 640x480 JPEG holding one face (the public-domain astronaut
-  photograph on a background), by 1 and by 2 concurrent clients;
+  photograph on a background), by 1, 2 and 4 concurrent clients;
 - `WS /ws/live`: one client sends the frames of a moving-face clip, each after the reply to
   the previous one (what the page does), so frames/s is the round-trip rate.
+
+The server has two workers (conf/serve.yaml's default), each one thread.
 
 The pair beside them is the same work in-process (`decode` + `FaceAnalyzer.analyze`, no
 HTTP): their ratio is what the web stack costs.
@@ -32,6 +34,7 @@ from agegender.bench.live import FacePatch, astronaut_patch, background, write_b
 from agegender.inference.detectors import Box
 
 THREADS = 1  # as conf/serve.yaml
+WORKERS = 2
 FRAME_SIZE = (640, 480)
 
 
@@ -82,7 +85,7 @@ def _serve(model: str, port: int) -> None:
     from agegender.serve import create_app
 
     set_threads(THREADS)
-    app = create_app(FaceAnalyzer(model, threads=THREADS))
+    app = create_app(FaceAnalyzer(model, threads=THREADS, workers=WORKERS))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -219,7 +222,7 @@ def run(quick: bool = False) -> dict:
         process.start()
         try:
             _wait_healthy(url, process)
-            for clients in (1, 2):
+            for clients in (1, 2, 4):
                 rows.append(
                     {
                         "what": "POST /api/analyze",
@@ -240,6 +243,7 @@ def run(quick: bool = False) -> dict:
     load = ", ".join(f"{v:.1f}" for v in load_before) if load_before else "?"
     notes = (
         f"640x480 JPEG with one face, onnxruntime, model input 128 px, threads {THREADS}, "
+        f"workers {WORKERS} (in-process: one), "
         f"default detector, {os.cpu_count()} CPUs, load average before {load}; server in its "
         f"own process, clients in this one"
     )
@@ -247,6 +251,7 @@ def run(quick: bool = False) -> dict:
     ratios = {
         "POST /api/analyze (1 client) / in-process": round(rows[1]["per_s"] / inproc, 2),
         "POST /api/analyze (2 clients) / in-process": round(rows[2]["per_s"] / inproc, 2),
+        "POST /api/analyze (4 clients) / in-process": round(rows[3]["per_s"] / inproc, 2),
     }
     _print(rows, ratios, notes)
     return {"entry": "serve", "rows": rows, "ratios": ratios, "notes": notes}
