@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 
 from agegender.api import FaceAnalyzer
+from agegender.bench.serve import faces_frame
 from agegender.inference.detectors import Box
 from agegender.serve import ServeSettings, create_app
-from tests.serving import face_frame, iou, running_server
+from tests.serving import iou, running_server
 
 FPS = 30
 CLIP_FRAMES = 90  # 3 s loop; the path is periodic so the loop does not jump
-SIDE = 170  # the astronaut's head, in pixels
+SIDES = (170, 140)  # the astronaut's head, twice, in pixels
 FAKE_CAMERA = ("--use-fake-device-for-media-stream",)
 LABEL = re.compile(r"^#(\d+) (female|male) (\d+) \(\d+%\)$")
 
@@ -69,10 +70,14 @@ def chromium() -> Iterator[object]:
         )
 
 
-def position(index: int) -> tuple[int, int]:
-    """Top-left of the head at a frame: a slow loop around the middle of 640x480."""
+def heads(index: int) -> list[tuple[int, int, int]]:
+    """(x, y, side) of each head at a frame: one loops through the top half, the other
+    sways in the bottom half; they never overlap."""
     angle = 2 * math.pi * index / CLIP_FRAMES
-    return int(235 + 150 * math.sin(angle)), int(140 + 60 * math.sin(2 * angle))
+    return [
+        (int(235 + 150 * math.sin(angle)), int(30 + 30 * math.sin(2 * angle)), SIDES[0]),
+        (int(250 - 60 * math.sin(angle)), int(300 + 10 * math.cos(angle)), SIDES[1]),
+    ]
 
 
 def write_y4m(path: Path) -> None:
@@ -80,19 +85,19 @@ def write_y4m(path: Path) -> None:
     with path.open("wb") as out:
         out.write(f"YUV4MPEG2 W640 H480 F{FPS}:1 Ip A1:1 C420jpeg\n".encode())
         for index in range(CLIP_FRAMES):
-            bgr, _ = face_frame(*position(index), side=SIDE)
+            bgr, _ = faces_frame(heads(index))
             out.write(b"FRAME\n" + cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).tobytes())
 
 
-def where_is_the_face(frame: np.ndarray) -> Box:
-    """The face's box in a frame the page sent, found by matching the clip's frames."""
+def where_are_the_faces(frame: np.ndarray) -> list[Box]:
+    """The faces' boxes in a frame the page sent, found by matching the clip's frames."""
     scores = []
     for index in range(CLIP_FRAMES):
-        bgr, box = face_frame(*position(index), side=SIDE)
-        scores.append((float(np.abs(bgr.astype(np.int16) - frame).mean()), index, box))
-    difference, _, box = min(scores)
+        bgr, boxes = faces_frame(heads(index))
+        scores.append((float(np.abs(bgr.astype(np.int16) - frame).mean()), index, boxes))
+    difference, _, boxes = min(scores)
     assert difference < 12, f"the page's frame matches no clip frame (mean |diff| {difference})"
-    return box
+    return boxes
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +123,7 @@ def test_page_draws_tracked_faces_from_the_camera(
     try:
         page = browser.new_page(viewport={"width": 700, "height": 600})
         page.goto(server)
-        page.wait_for_function("window.agegender.replies >= 60", timeout=90_000)
+        page.wait_for_function("window.agegender.replies >= 90", timeout=90_000)
         stats = page.inner_text("#stats")
         assert re.search(r"[\d.]+ frames/s · round trip \d+ ms", stats), stats
         assert "onnxruntime" in page.inner_text("#model")
@@ -138,30 +143,32 @@ def test_page_draws_tracked_faces_from_the_camera(
         png = base64.b64decode(state["frame"].split(",", 1)[1])
         sent = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
         assert sent.shape == (480, 640, 3)
-        truth = where_is_the_face(sent)
         faces = state["last"]["faces"]
-        assert faces, "no face in the last reply"
-        best = max(faces, key=lambda face: iou(face["box"], truth))
-        assert iou(best["box"], truth) > 0.4, (best, truth)
-
-        # drawn where the face is: the box's colour on the overlay, a label per face
-        x1, y1, x2, y2 = best["box"]
-        pixel = page.evaluate(
-            "([x, y]) => Array.from(document.getElementById('overlay').getContext('2d')"
-            ".getImageData(x, y, 1, 1).data)",
-            [round(x1), round((y1 + y2) / 2)],
-        )
-        expected = (255, 80, 180) if best["p_female"] >= 0.5 else (40, 170, 255)
-        assert tuple(pixel[:3]) == expected and pixel[3] == 255, pixel
         assert len(state["labels"]) == len(faces)
-        label = LABEL.match(state["labels"][faces.index(best)])
-        assert label and int(label[1]) == best["id"] and label[2] == best["gender"]
+        found = []
+        for truth in where_are_the_faces(sent):
+            best = max(faces, key=lambda face: iou(face["box"], truth), default=None)
+            assert best is not None and iou(best["box"], truth) > 0.4, (faces, truth)
+            found.append(best)
+            # drawn where the face is: the box's colour on the frame shown, and its label
+            x1, y1, x2, y2 = best["box"]
+            pixel = page.evaluate(
+                "([x, y]) => Array.from(document.getElementById('view').getContext('2d')"
+                ".getImageData(x, y, 1, 1).data)",
+                [round(x1), round((y1 + y2) / 2)],
+            )
+            expected = (255, 80, 180) if best["p_female"] >= 0.5 else (40, 170, 255)
+            assert tuple(pixel[:3]) == expected and pixel[3] == 255, pixel
+            label = LABEL.match(state["labels"][faces.index(best)])
+            assert label and int(label[1]) == best["id"] and label[2] == best["gender"]
+        assert len({face["id"] for face in found}) == 2
 
-        # steady ids: one track follows the face through the loop of the clip
-        history = state["history"][5:]  # after the first detections
+        # steady ids: one track follows each face through the loop of the clip
+        # (a face that is missed at first is found by the next full scan, 12 frames on)
+        history = state["history"][15:]
         counts = Counter(face_id for ids in history for face_id in ids)
-        main_id, seen = counts.most_common(1)[0]
-        assert main_id == best["id"] and seen >= 0.9 * len(history), counts
+        for face in found:
+            assert counts[face["id"]] >= 0.9 * len(history), (counts, state["fps"])
         assert state["fps"] > 1
     finally:
         browser.close()

@@ -38,20 +38,35 @@ WORKERS = 2
 FRAME_SIZE = (640, 480)
 
 
-def face_frame(
-    x: int, y: int, side: int = 160, patch: FacePatch | None = None
-) -> tuple[np.ndarray, Box]:
-    """A 640x480 BGR frame with the astronaut's head (side x side) at (x, y), and where the
-    face is in it (the box the detector finds in the full photograph, moved and scaled)."""
-    patch = patch or _patch()
-    factor = side / patch.image.shape[0]
-    image = cv2.resize(patch.image, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
-    mask = cv2.resize(patch.mask, (side, side), interpolation=cv2.INTER_AREA)[..., None]
+def faces_frame(heads: list[tuple[int, int, int]]) -> tuple[np.ndarray, list[Box]]:
+    """A 640x480 BGR frame with the astronaut's head at each (x, y, side) (top-left, side in
+    pixels), and where each face is (the box the detector finds in the full photograph,
+    moved and scaled)."""
+    patch = _patch()
     frame = _background().astype(np.float32)
-    region = frame[y : y + side, x : x + side]
-    region[:] = mask * image + (1 - mask) * region
-    face = Box(*(v * factor for v in patch.face[:4]))
-    return frame.astype(np.uint8), Box(face.x1 + x, face.y1 + y, face.x2 + x, face.y2 + y)
+    boxes = []
+    for x, y, side in heads:
+        factor = side / patch.image.shape[0]
+        image = cv2.resize(patch.image, (side, side), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(patch.mask, (side, side), interpolation=cv2.INTER_AREA)[..., None]
+        region = frame[y : y + side, x : x + side]
+        region[:] = mask * image.astype(np.float32) + (1 - mask) * region
+        face = patch.face
+        boxes.append(
+            Box(
+                face.x1 * factor + x,
+                face.y1 * factor + y,
+                face.x2 * factor + x,
+                face.y2 * factor + y,
+            )
+        )
+    return frame.astype(np.uint8), boxes
+
+
+def face_frame(x: int, y: int, side: int = 160) -> tuple[np.ndarray, Box]:
+    """A frame with one head at (x, y), and its face box (see `faces_frame`)."""
+    frame, (box,) = faces_frame([(x, y, side)])
+    return frame, box
 
 
 _cache: dict[str, Any] = {}

@@ -1,6 +1,7 @@
 // The camera page: frames go to /ws/live as JPEG, one at a time (the next leaves when the
 // reply to the previous one arrives, so the browser never builds a queue); each reply's
-// faces are drawn over the video. No framework, no build step, nothing from a CDN.
+// faces are drawn on the very frame they were found in. No framework, no build step,
+// nothing from a CDN.
 "use strict";
 
 const FRAME_WIDTH = 640; // frames are scaled to this width before encoding
@@ -9,7 +10,7 @@ const FEMALE = "#ff50b4";
 const MALE = "#28aaff";
 
 const video = document.getElementById("video");
-const overlay = document.getElementById("overlay");
+const view = document.getElementById("view");
 const stats = document.getElementById("stats");
 const message = document.getElementById("message");
 const modelInfo = document.getElementById("model");
@@ -149,11 +150,13 @@ function label(face) {
 }
 
 function draw(reply) {
-  // the overlay has the frame's pixel size; CSS stretches it over the video like the video
-  overlay.width = reply.width;
-  overlay.height = reply.height;
-  const ctx = overlay.getContext("2d");
-  ctx.clearRect(0, 0, overlay.width, overlay.height);
+  // the frame that was sent is still in `grab` (the next one is taken after this)
+  if (view.width !== reply.width || view.height !== reply.height) {
+    view.width = reply.width;
+    view.height = reply.height;
+  }
+  const ctx = view.getContext("2d");
+  ctx.drawImage(grab, 0, 0, view.width, view.height);
   const font = Math.max(13, Math.round(reply.height / 32));
   ctx.font = `bold ${font}px system-ui, sans-serif`;
   ctx.lineWidth = Math.max(2, Math.round(reply.height / 160));
