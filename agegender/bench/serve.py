@@ -11,6 +11,9 @@ default detector. The clients are in this process, each on a keep-alive connecti
 
 The server has two workers (conf/serve.yaml's default), each one thread.
 
+Each row also has the server's CPU ms per request or frame (its process's CPU time over the
+row): on a shared machine the wall-clock rates follow the other load, the CPU cost much less.
+
 The pair beside them is the same work in-process (`decode` + `FaceAnalyzer.analyze`, no
 HTTP): their ratio is what the web stack costs.
 """
@@ -125,6 +128,26 @@ def _wait_healthy(url: str, process: multiprocessing.Process, timeout: float = 1
     raise RuntimeError("the benchmark server did not start")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_cpu(pid: int, measure: Any, *args: Any) -> dict[str, float]:
+    """A measurement, plus the server's CPU ms per request: on a shared machine, where
+    wall-clock rates depend on the other load, this is what one idle core would cost."""
+    before = cpu_seconds(pid)
+    result = measure(*args)
+    after = cpu_seconds(pid)
+    if before is not None and after is not None:
+        result["server_cpu_ms"] = round(1000 * (after - before) / result["count"], 1)
+    return result
+
+
 def post_rate(url: str, data: bytes, requests: int, clients: int) -> dict[str, float]:
     """Requests/s of `clients` keep-alive clients posting the JPEG `requests` times in all."""
     import httpx
@@ -193,11 +216,16 @@ def in_process_rate(model: Path, data: bytes, count: int) -> dict[str, float]:
 
     analyzer = FaceAnalyzer(model, threads=THREADS)
     analyzer.analyze(decode_upload(data, 10**8), bgr=True)
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     for _ in range(count):
         analyzer.analyze(decode_upload(data, 10**8), bgr=True)
-    seconds = time.perf_counter() - begin
-    return {"per_s": round(count / seconds, 1), "median_ms": round(1000 * seconds / count, 1)}
+    seconds, cpu = time.perf_counter() - begin, time.process_time() - cpu
+    return {
+        "per_s": round(count / seconds, 1),
+        "median_ms": round(1000 * seconds / count, 1),
+        "count": count,
+        "server_cpu_ms": round(1000 * cpu / count, 1),
+    }
 
 
 def clip_frames(count: int = 60) -> list[bytes]:
@@ -242,14 +270,14 @@ def run(quick: bool = False) -> dict:
                     {
                         "what": "POST /api/analyze",
                         "clients": clients,
-                        **post_rate(url, photo, requests, clients),
+                        **_with_cpu(process.pid, post_rate, url, photo, requests, clients),
                     }
                 )
             rows.append(
                 {
                     "what": "WS /ws/live round trip",
                     "clients": 1,
-                    **websocket_rate(url, stream, ws_frames),
+                    **_with_cpu(process.pid, websocket_rate, url, stream, ws_frames),
                 }
             )
         finally:
@@ -277,7 +305,7 @@ def _print(rows: list[dict], ratios: dict[str, float], notes: str) -> None:
     from rich.table import Table
 
     table = Table(title="serve: requests/s and WebSocket frames/s")
-    for column in ("what", "clients", "per s", "median ms", "count"):
+    for column in ("what", "clients", "per s", "median ms", "server CPU ms", "count"):
         table.add_column(column, justify="left" if column == "what" else "right")
     for row in rows:
         table.add_row(
@@ -285,7 +313,8 @@ def _print(rows: list[dict], ratios: dict[str, float], notes: str) -> None:
             str(row["clients"]),
             str(row["per_s"]),
             str(row["median_ms"]),
-            str(row.get("count", "")),
+            str(row.get("server_cpu_ms", "?")),
+            str(row["count"]),
         )
     console = Console(width=max(Console().width, 120))
     console.print(table)

@@ -30,7 +30,6 @@ def bind(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port} ({error.strerror}); pass another port=, e.g. port=8001"
         ) from error
     sock.listen(128)
-    sock.set_inheritable(True)
     return sock
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from agegender.api import FaceStream
 from agegender.serve.images import RequestError, decode_upload
 
 router = APIRouter()
+log = logging.getLogger("agegender.serve")
 TRY_AGAIN_LATER = 1013  # WebSocket close code: the server is busy
 
 
@@ -98,20 +100,29 @@ async def live(websocket: WebSocket) -> None:
     stream = state.analyzer.stream()
     try:
         while (item := await mailbox.take()) is not None:
-            if isinstance(item, str):
-                reply: dict[str, Any] = {"error": item}
-            else:
-                try:
-                    reply = await run_in_threadpool(_process, stream, item, settings.max_pixels)
-                    reply["frame"] = stream.frames
-                    reply["dropped"] = mailbox.dropped
-                except RequestError as error:
-                    reply = {"error": error.message}
-            await websocket.send_json(reply)
-    except Exception:  # the client went away mid-send; nothing to answer
-        pass
+            reply = await _answer(stream, item, settings.max_pixels, mailbox)
+            try:
+                await websocket.send_json(reply)
+            except Exception:  # the client went away while we worked; nobody to answer
+                break
     finally:
         state.clients -= 1
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+
+
+async def _answer(
+    stream: FaceStream, item: bytes | str, max_pixels: int, mailbox: NewestFrame
+) -> dict[str, Any]:
+    """The reply to one message: its faces, or an error that leaves the stream open."""
+    if isinstance(item, str):
+        return {"error": item}
+    try:
+        reply = await run_in_threadpool(_process, stream, item, max_pixels)
+    except RequestError as error:
+        return {"error": error.message}
+    except Exception as error:  # a bug, not bad input: logged here, one line for the client
+        log.exception("unexpected error on a /ws/live frame")
+        return {"error": f"internal error ({type(error).__name__})"}
+    return {**reply, "frame": stream.frames, "dropped": mailbox.dropped}
