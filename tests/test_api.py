@@ -163,3 +163,17 @@ def test_workers_need_a_path_and_a_name(analyzer: FaceAnalyzer) -> None:
         FaceAnalyzer(analyzer.predictor, workers=2)
     with pytest.raises(AnalyzerError, match="workers must be"):
         FaceAnalyzer(analyzer.predictor, workers=0)
+
+
+def test_latest_checkpoint_on_torch_agrees_with_its_onnx_export(
+    brief_run: Path, analyzer: FaceAnalyzer
+) -> None:
+    torch_analyzer = FaceAnalyzer("latest", outputs_dir=brief_run.parents[1], threads=1)
+    assert torch_analyzer.info["backend"] == "torch"
+    assert torch_analyzer.model_path == brief_run / "checkpoints" / "best.ckpt"
+    bgr, truth = face_frame(200, 120)
+    (face,) = torch_analyzer.analyze(bgr, bgr=True)
+    (exported,) = analyzer.analyze(bgr, bgr=True)
+    assert face.box == exported.box and iou(face.box, truth) > 0.5
+    assert face.age == pytest.approx(exported.age, abs=0.05)
+    assert face.p_female == pytest.approx(exported.p_female, abs=1e-3)
