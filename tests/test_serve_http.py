@@ -273,8 +273,11 @@ def test_websocket_clients_over_max_are_closed_with_a_reason(client: TestClient)
 class SlowDetector(Detector):
     name = "slow"
 
+    def __init__(self, seconds: float = 0.3) -> None:
+        self.seconds = seconds
+
     def detect(self, frame: np.ndarray) -> list[Box]:
-        time.sleep(0.3)
+        time.sleep(self.seconds)
         return [Box(10, 10, 60, 60)]
 
 
@@ -361,3 +364,19 @@ def test_serve_py_end_to_end_and_its_errors(brief_onnx: Path, photo) -> None:
     )
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
     assert "/nowhere/model.onnx" in missing.stderr
+
+
+def test_analysis_runs_off_the_event_loop(brief_onnx: Path) -> None:
+    """While a slow analysis runs, the server still answers other requests at once."""
+    analyzer = FaceAnalyzer(brief_onnx, SlowDetector(seconds=1.5))
+    photo = jpeg(face_frame(100, 100)[0])
+    with running_server(create_app(analyzer, SETTINGS)) as url, ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(
+            httpx.post, f"{url}/api/analyze", content=photo, headers={"content-type": "image/jpeg"}
+        )
+        time.sleep(0.3)  # the upload is in the detector now
+        begin = time.perf_counter()
+        assert httpx.get(f"{url}/api/health").status_code == 200
+        waited = time.perf_counter() - begin
+        assert slow.result().status_code == 200
+    assert waited < 0.6, f"health waited {waited:.2f} s behind the analysis"
