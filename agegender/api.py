@@ -52,7 +52,7 @@ class ImageError(UserError, ValueError):
 class Face:
     """One face: box corners in pixels of the input image, age in years, P(female)."""
 
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2, inside the image
     age: float
     p_female: float
     track_id: int | None = None  # set by a stream, None for stills
@@ -97,17 +97,25 @@ def as_bgr(image: np.ndarray, bgr: bool = False) -> np.ndarray:
     return np.ascontiguousarray(image) if bgr else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
-def _faces(tracks: list[Track], with_ids: bool) -> list[Face]:
-    return [
-        Face(
-            box=tuple(float(v) for v in t.box[:4]),
-            age=float(t.age),
-            p_female=float(t.p_female),
-            track_id=t.id if with_ids else None,
+def _faces(tracks: list[Track], with_ids: bool, shape: tuple[int, ...]) -> list[Face]:
+    """Tracks as Faces, boxes clipped to the image (a box carried between detections, or
+    one at the edge, can reach past it)."""
+    height, width = shape[:2]
+    faces = []
+    for track in tracks:
+        if track.age is None:  # every shown face has a prediction; guard anyway
+            continue
+        x1, y1, x2, y2 = (float(v) for v in track.box[:4])
+        box = (
+            min(max(x1, 0.0), width),
+            min(max(y1, 0.0), height),
+            min(max(x2, 0.0), width),
+            min(max(y2, 0.0), height),
         )
-        for t in tracks
-        if t.age is not None  # every shown face has a prediction; guard anyway
-    ]
+        faces.append(
+            Face(box, float(track.age), float(track.p_female), track.id if with_ids else None)
+        )
+    return faces
 
 
 @dataclass
@@ -238,7 +246,7 @@ class FaceAnalyzer:
                 tracks = worker.stills.process(frame, stills=True)
         finally:
             self._idle.put(worker)
-        return _faces(tracks, with_ids=False)
+        return _faces(tracks, with_ids=False, shape=frame.image.shape)
 
     def stream(self) -> FaceStream:
         """A stream of video frames from one source: faces keep track ids, labels are smoothed.
@@ -262,4 +270,4 @@ class FaceStream:
         self.frames += 1
         with self._worker.lock:
             tracks = self.pipeline.process(frame, stills=False)
-        return _faces(tracks, with_ids=True)
+        return _faces(tracks, with_ids=True, shape=frame.image.shape)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from agegender import Face, FaceAnalyzer
 from agegender.api import DEFAULT_DETECTOR, ImageError, live_settings
-from agegender.inference.detectors import build_detector
+from agegender.inference.detectors import Box, Detector, build_detector
 from agegender.inference.live import FacePipeline, LiveSettings
 from agegender.inference.sources import Frame
 from tests.serving import face_frame, iou
@@ -177,3 +177,15 @@ def test_latest_checkpoint_on_torch_agrees_with_its_onnx_export(
     assert face.box == exported.box and iou(face.box, truth) > 0.5
     assert face.age == pytest.approx(exported.age, abs=0.05)
     assert face.p_female == pytest.approx(exported.p_female, abs=1e-3)
+
+
+def test_boxes_are_clipped_to_the_image(analyzer: FaceAnalyzer) -> None:
+    class Overhanging(Detector):
+        name = "overhanging"
+
+        def detect(self, frame: np.ndarray) -> list[Box]:
+            return [Box(-20, -10, 50, 60), Box(30, 20, 90, 75)]
+
+    clipped = FaceAnalyzer(analyzer.predictor, Overhanging())
+    faces = clipped.analyze(np.zeros((70, 80, 3), np.uint8))
+    assert [face.box for face in faces] == [(0, 0, 50, 60), (30, 20, 80, 70)]
