@@ -193,3 +193,12 @@ def test_page_explains_a_refused_or_missing_camera(
         assert message in page.inner_text("#message")
     finally:
         browser.close()
+
+
+def test_a_missing_browser_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        _browser_missing("chromium not found")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="must run in CI.*chromium"):
+        _browser_missing("chromium not found")
