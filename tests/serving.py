@@ -7,12 +7,24 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from agegender.bench.serve import face_frame, jpeg
 from agegender.inference.detectors import Box
 from agegender.serve.run import bind
 
-__all__ = ["face_frame", "iou", "jpeg", "running_server"]
+__all__ = ["face_frame", "iou", "jpeg", "running_server", "serve_config"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def serve_config(*overrides: str) -> dict:
+    """conf/serve.yaml composed as `python serve.py OVERRIDES` composes it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="serve", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def iou(a: list[float] | Box, b: list[float] | Box) -> float:

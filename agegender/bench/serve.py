@@ -9,7 +9,8 @@ default detector. The clients are in this process, each on a keep-alive connecti
 - `WS /ws/live`: one client sends the frames of a moving-face clip, each after the reply to
   the previous one (what the page does), so frames/s is the round-trip rate.
 
-The server has two workers (conf/serve.yaml's default), each one thread.
+The server is set up as conf/serve.yaml sets it: two workers of one thread each, streams
+detected on every frame.
 
 Each row also has the server's CPU ms per request or frame (its process's CPU time over the
 row): on a shared machine the wall-clock rates follow the other load, the CPU cost much less.
@@ -38,6 +39,7 @@ from agegender.inference.detectors import Box
 
 THREADS = 1  # as conf/serve.yaml
 WORKERS = 2
+SETTINGS = {"detect_every": 1}  # the pipeline keys where conf/serve.yaml differs from live
 FRAME_SIZE = (640, 480)
 
 
@@ -103,7 +105,7 @@ def _serve(model: str, port: int) -> None:
     from agegender.serve import create_app
 
     set_threads(THREADS)
-    app = create_app(FaceAnalyzer(model, threads=THREADS, workers=WORKERS))
+    app = create_app(FaceAnalyzer(model, threads=THREADS, workers=WORKERS, settings=SETTINGS))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -71,6 +71,7 @@ async function startCamera() {
       audio: false,
     });
     await video.play();
+    if (framesKnown) video.requestVideoFrameCallback(onCameraFrame);
     return true;
   } catch (error) {
     showMessage(cameraProblem(error));
@@ -99,12 +100,33 @@ function connect() {
   };
 }
 
+// Camera frames presented so far (requestVideoFrameCallback), so that a frame is sent once:
+// when the server answers faster than the camera delivers, the page waits for the next one.
+const framesKnown = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
+let presented = 0;
+let lastSent = -1;
+let waiting = false;
+
+function onCameraFrame(now, metadata) {
+  presented = metadata.presentedFrames;
+  if (waiting) {
+    waiting = false;
+    sendFrame();
+  }
+  video.requestVideoFrameCallback(onCameraFrame);
+}
+
 function sendFrame() {
   if (paused || inFlight || !socket || socket.readyState !== WebSocket.OPEN) return;
   if (!video.videoWidth) {
     requestAnimationFrame(sendFrame);
     return;
   }
+  if (framesKnown && presented === lastSent) {
+    waiting = true; // onCameraFrame sends it
+    return;
+  }
+  lastSent = presented;
   const scale = Math.min(1, FRAME_WIDTH / video.videoWidth);
   grab.width = Math.round(video.videoWidth * scale);
   grab.height = Math.round(video.videoHeight * scale);
