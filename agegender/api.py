@@ -21,7 +21,7 @@ import itertools
 import queue
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +118,52 @@ def _faces(tracks: list[Track], with_ids: bool, shape: tuple[int, ...]) -> list[
     return faces
 
 
+# The only calls into the live pipeline (live.py's FacePipeline, open_predictor and
+# build_detector) are in this section, so a change there is adapted here alone.
+
+
 @dataclass
 class _Worker:
     """One model and one detector, used by one thread at a time (neither is thread-safe)."""
 
     predictor: Predictor
     detector: Detector
-    stills: FacePipeline
-    lock: threading.Lock
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stills: FacePipeline | None = None
+
+
+def _open_worker(
+    model: Path | Predictor,
+    detector: str | Detector,
+    detector_options: Mapping[str, Any] | None,
+    settings: LiveSettings,
+    outputs_dir: str | Path,
+    device: str,
+    threads: int | None,
+) -> _Worker:
+    predictor = (
+        model
+        if isinstance(model, Predictor)
+        else open_predictor(model, outputs_dir, device, threads)
+    )
+    if not isinstance(detector, Detector):
+        detector = build_detector(str(detector), **dict(detector_options or {}))
+    worker = _Worker(predictor, detector)
+    worker.stills = _pipeline(worker, settings)
+    return worker
+
+
+def _pipeline(worker: _Worker, settings: LiveSettings) -> FacePipeline:
+    return FacePipeline(worker.predictor, worker.detector, settings)
+
+
+def _process(
+    worker: _Worker, pipeline: FacePipeline, bgr: np.ndarray, index: int, time: float, stills: bool
+) -> list[Face]:
+    frame = Frame(index=index, time=time, image=bgr)
+    with worker.lock:
+        tracks = pipeline.process(frame, stills=stills)
+    return _faces(tracks, with_ids=not stills, shape=bgr.shape)
 
 
 class FaceAnalyzer:
@@ -170,20 +208,13 @@ class FaceAnalyzer:
         if not isinstance(model, Predictor):
             self.model_path = resolve_checkpoint(str(model), outputs_dir)
 
-        def worker() -> _Worker:
-            predictor = (
-                model
-                if isinstance(model, Predictor)
-                else open_predictor(self.model_path, outputs_dir, device, threads)
+        source = model if isinstance(model, Predictor) else self.model_path
+        self._workers = [
+            _open_worker(
+                source, detector, detector_options, self.settings, outputs_dir, device, threads
             )
-            found = (
-                detector
-                if isinstance(detector, Detector)
-                else build_detector(str(detector), **dict(detector_options or {}))
-            )
-            return _Worker(predictor, found, self._pipeline(predictor, found), threading.Lock())
-
-        self._workers = [worker() for _ in range(workers)]
+            for _ in range(workers)
+        ]
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         for each in self._workers:
             self._idle.put(each)
@@ -217,10 +248,6 @@ class FaceAnalyzer:
             workers=cfg.get("workers", 1),
         )
 
-    def _pipeline(self, predictor: Predictor, detector: Detector) -> FacePipeline:
-        # The one place that builds the live pipeline: detection, crops, model, tracking.
-        return FacePipeline(predictor, detector, self.settings)
-
     @property
     def info(self) -> dict[str, Any]:
         """What model answers: file name, backend, input size, age range; and the detector."""
@@ -239,14 +266,12 @@ class FaceAnalyzer:
 
         No tracking: each call detects and predicts afresh, so `track_id` is None.
         """
-        frame = Frame(index=0, time=0.0, image=as_bgr(image, bgr))
-        worker = self._idle.get()  # waits for a free worker
+        frame = as_bgr(image, bgr)
+        worker = self._idle.get()  # waits for a free worker (a stream may hold its lock)
         try:
-            with worker.lock:  # a stream may be using it
-                tracks = worker.stills.process(frame, stills=True)
+            return _process(worker, worker.stills, frame, 0, 0.0, stills=True)
         finally:
             self._idle.put(worker)
-        return _faces(tracks, with_ids=False, shape=frame.image.shape)
 
     def stream(self) -> FaceStream:
         """A stream of video frames from one source: faces keep track ids, labels are smoothed.
@@ -261,13 +286,11 @@ class FaceStream:
 
     def __init__(self, worker: _Worker, analyzer: FaceAnalyzer) -> None:
         self._worker = worker
-        self.pipeline = analyzer._pipeline(worker.predictor, worker.detector)
+        self._pipeline = _pipeline(worker, analyzer.settings)
         self.frames = 0
 
     def process(self, image: np.ndarray, *, bgr: bool = False, time: float = 0.0) -> list[Face]:
         """Faces of the next frame (RGB uint8 [H, W, 3]; `bgr=True` for OpenCV's order)."""
-        frame = Frame(index=self.frames, time=time, image=as_bgr(image, bgr))
-        self.frames += 1
-        with self._worker.lock:
-            tracks = self.pipeline.process(frame, stills=False)
-        return _faces(tracks, with_ids=True, shape=frame.image.shape)
+        frame = as_bgr(image, bgr)
+        index, self.frames = self.frames, self.frames + 1
+        return _process(self._worker, self._pipeline, frame, index, time, stills=False)
