@@ -205,3 +205,24 @@ def test_a_missing_browser_skips_here_and_fails_in_ci(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="must run in CI.*chromium"):
         _browser_missing("chromium not found")
+
+
+def test_page_says_when_the_server_is_full(chromium, clip: Path, brief_onnx: Path) -> None:
+    cfg = serve_config(f"ckpt={brief_onnx}", "max_clients=1", "workers=1")
+    app = create_app(FaceAnalyzer.from_config(cfg), ServeSettings.from_config(cfg))
+    browser = chromium(
+        *FAKE_CAMERA, "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={clip}"
+    )
+    try:
+        with running_server(app) as url:
+            first = browser.new_page()
+            first.goto(url)
+            first.wait_for_function("window.agegender.replies >= 1", timeout=60_000)
+            second = browser.new_page()
+            second.goto(url)
+            second.wait_for_selector("#message.shown", timeout=20_000)
+            text = second.inner_text("#message")
+            assert "server busy" in text and "max_clients=1" in text, text
+            assert first.evaluate("window.agegender.error") is None  # the first goes on
+    finally:
+        browser.close()
