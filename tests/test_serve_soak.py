@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -52,3 +54,29 @@ def test_a_thousand_requests_keep_memory_flat(brief_onnx: Path) -> None:
     assert growth < ALLOWED_GROWTH_MB, (
         f"RSS grew {growth:.1f} MB over {REQUESTS} requests: {samples}"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_many_websocket_streams_come_and_go_without_growth(brief_onnx: Path) -> None:
+    from websockets.sync.client import connect
+
+    analyzer = FaceAnalyzer(brief_onnx, threads=1)
+    frames = [jpeg(face_frame(100 + 20 * i, 150)[0], quality=80) for i in range(3)]
+    app = create_app(analyzer, ServeSettings())
+    samples: list[float] = []
+    with running_server(app) as url:
+        for index in range(300):
+            with connect(url.replace("http", "ws") + "/ws/live") as ws:
+                for frame in frames:
+                    ws.send(frame)
+                    assert len(json.loads(ws.recv())["faces"]) == 1
+            if index >= 50 and index % 50 == 0:
+                samples.append(rss_mb())
+        deadline = time.monotonic() + 5
+        while app.state.clients and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.state.clients == 0  # every closed stream was let go
+    samples.append(rss_mb())
+    print(f"RSS MB every 50 streams after warm-up: {[round(s, 1) for s in samples]}")
+    assert samples[-1] - samples[0] < ALLOWED_GROWTH_MB, samples
