@@ -1,3 +1,14 @@
 """agegender: real-time age and gender estimation from faces."""
 
 __version__ = "0.1.0"
+
+__all__ = ["Face", "FaceAnalyzer", "FaceStream", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # The API pulls in OpenCV and a model backend; `import agegender` stays cheap without it.
+    if name in ("Face", "FaceAnalyzer", "FaceStream"):
+        from agegender import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'agegender' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""`python -m agegender.bench [data|frozen|train|infer|live|all] [--quick] [--json PATH]`."""
+"""`python -m agegender.bench [data|frozen|train|infer|live|serve|all] [--quick] [--json PATH]`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-ENTRIES = ("data", "frozen", "train", "infer", "live")
+ENTRIES = ("data", "frozen", "train", "infer", "live", "serve")
 
 
 def machine_description() -> dict:
