@@ -137,7 +137,7 @@ def test_page_draws_tracked_faces_from_the_camera(
             shutil.copyfile(screenshot, keep)
 
         page.click("#toggle")  # pause: the last frame sent stays in the page with its reply
-        page.wait_for_function("!window.agegender.inFlight", timeout=10_000)
+        page.wait_for_function("window.agegender.inFlight === 0", timeout=10_000)
         state = page.evaluate(
             "() => ({last: agegender.last, labels: agegender.labels, history: agegender.history,"
             " fps: agegender.fps, rtt: agegender.rtt, frame: agegender.lastFrame()})"

@@ -238,7 +238,7 @@ def test_websocket_streams_faces_with_steady_ids(client: TestClient) -> None:
             assert iou(face["box"], truth) > 0.4
             assert face["gender"] in ("female", "male") and 1 <= face["age"] <= 100
             ids.add(face["id"])
-            assert reply["width"] == 640 and reply["frame"] == index + 1
+            assert reply["width"] == 640 and reply["frame"] == reply["seq"] == index + 1
         ws.send_bytes(b"not a jpeg")
         assert "not an image" in ws.receive_json()["error"]
         ws.send_text("hello")
@@ -294,6 +294,7 @@ def test_slow_server_drops_to_the_newest_frame(brief_onnx: Path) -> None:
         while replies[-1]["frame"] + replies[-1]["dropped"] < len(frames):
             replies.append(ws.receive_json())
     assert len(replies) <= 3 and replies[-1]["dropped"] >= 5
+    assert replies[0]["seq"] == 1 and replies[-1]["seq"] == len(frames)  # the newest answered
 
 
 def test_newest_frame_mailbox_keeps_only_the_last() -> None:
@@ -306,9 +307,9 @@ def test_newest_frame_mailbox_keeps_only_the_last() -> None:
         first = await box.take()
         box.put(b"4")
         box.close()
-        return first, await box.take(), box.dropped
+        return first, await box.take(), box.dropped, box.received
 
-    assert asyncio.run(scenario()) == (b"3", None, 2)
+    assert asyncio.run(scenario()) == ((3, b"3"), None, 2, 4)
 
 
 def test_settings_refuse_nonsense() -> None:

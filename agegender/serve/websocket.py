@@ -25,26 +25,29 @@ TRY_AGAIN_LATER = 1013  # WebSocket close code: the server is busy
 
 
 class NewestFrame:
-    """A one-slot mailbox: `put` replaces what was not taken yet."""
+    """A one-slot mailbox: `put` replaces what was not taken yet. Items are numbered in the
+    order they arrived (1, 2, ...), so a reply can say which message it answers."""
 
     def __init__(self) -> None:
-        self._item: bytes | str | None = None
+        self._item: tuple[int, bytes | str] | None = None
         self._ready = asyncio.Event()
         self.closed = False
+        self.received = 0
         self.dropped = 0
 
     def put(self, item: bytes | str) -> None:
+        self.received += 1
         if self._item is not None:
             self.dropped += 1
-        self._item = item
+        self._item = (self.received, item)
         self._ready.set()
 
     def close(self) -> None:
         self.closed = True
         self._ready.set()
 
-    async def take(self) -> bytes | str | None:
-        """The newest item; None once the connection is closed."""
+    async def take(self) -> tuple[int, bytes | str] | None:
+        """The newest item and its number; None once the connection is closed."""
         await self._ready.wait()
         self._ready.clear()
         item, self._item = self._item, None
@@ -99,8 +102,9 @@ async def live(websocket: WebSocket) -> None:
     reader = asyncio.create_task(_read(websocket, mailbox, settings.max_upload_bytes))
     stream = state.analyzer.stream()
     try:
-        while (item := await mailbox.take()) is not None:
-            reply = await _answer(stream, item, settings.max_pixels, mailbox)
+        while (taken := await mailbox.take()) is not None:
+            number, item = taken
+            reply = {"seq": number, **await _answer(stream, item, settings.max_pixels, mailbox)}
             try:
                 await websocket.send_json(reply)
             except Exception:  # the client went away while we worked; nobody to answer

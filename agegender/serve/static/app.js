@@ -1,11 +1,12 @@
-// The camera page: frames go to /ws/live as JPEG, one at a time (the next leaves when the
-// reply to the previous one arrives, so the browser never builds a queue); each reply's
-// faces are drawn on the very frame they were found in. No framework, no build step,
-// nothing from a CDN.
+// The camera page: camera frames go to /ws/live as JPEG, each once, at most two awaiting a
+// reply (one being analyzed, one ready next: the server never waits for the network, and
+// nothing queues); each reply's faces are drawn on the very frame they were found in.
+// No framework, no build step, nothing from a CDN.
 "use strict";
 
 const FRAME_WIDTH = 640; // frames are scaled to this width before encoding
 const JPEG_QUALITY = 0.8;
+const MAX_IN_FLIGHT = 2; // the server keeps only the newest waiting frame: more would be dropped
 const FEMALE = "#ff50b4";
 const MALE = "#28aaff";
 
@@ -15,23 +16,26 @@ const stats = document.getElementById("stats");
 const message = document.getElementById("message");
 const modelInfo = document.getElementById("model");
 const toggle = document.getElementById("toggle");
-const grab = document.createElement("canvas");
+// Frames awaiting their reply, oldest first ({seq, canvas, sentAt}). A reply's `seq` says
+// which message it answers; older ones were dropped by the server for a newer frame.
+const pending = [];
+let sent = 0;
+const spare = []; // canvases to reuse
+let shown = null; // the canvas of the frame on screen
 
-// What tests and curious users can read from the console: the latest replies, and the last
-// frame sent (the one `last` answers while paused).
+// What tests and curious users can read from the console: the latest replies, and the frame
+// the last reply answers.
 const state = (window.agegender = {
   replies: 0,
   last: null,
   history: [],
   labels: [],
   error: null,
-  inFlight: false,
-  lastFrame: () => grab.toDataURL("image/png"),
+  inFlight: 0,
+  lastFrame: () => shown && shown.toDataURL("image/png"),
 });
 
 let socket = null;
-let sentAt = 0;
-let inFlight = false;
 let paused = false;
 let rtt = null;
 let frameTimes = [];
@@ -89,7 +93,7 @@ function connect() {
   };
   socket.onmessage = (event) => onReply(JSON.parse(event.data));
   socket.onclose = (event) => {
-    inFlight = state.inFlight = false;
+    pending.length = state.inFlight = 0;
     if (!state.error) {
       showMessage(
         event.reason
@@ -117,7 +121,8 @@ function onCameraFrame(now, metadata) {
 }
 
 function sendFrame() {
-  if (paused || inFlight || !socket || socket.readyState !== WebSocket.OPEN) return;
+  if (paused || pending.length >= MAX_IN_FLIGHT) return;
+  if (!socket || socket.readyState !== WebSocket.OPEN) return;
   if (!video.videoWidth) {
     requestAnimationFrame(sendFrame);
     return;
@@ -127,15 +132,20 @@ function sendFrame() {
     return;
   }
   lastSent = presented;
+  const canvas = spare.pop() || document.createElement("canvas");
   const scale = Math.min(1, FRAME_WIDTH / video.videoWidth);
-  grab.width = Math.round(video.videoWidth * scale);
-  grab.height = Math.round(video.videoHeight * scale);
-  grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
-  inFlight = state.inFlight = true;
-  grab.toBlob(
+  canvas.width = Math.round(video.videoWidth * scale);
+  canvas.height = Math.round(video.videoHeight * scale);
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  const frame = { seq: 0, canvas, sentAt: 0 };
+  pending.push(frame);
+  state.inFlight = pending.length;
+  canvas.toBlob(
     (blob) => {
-      sentAt = performance.now();
+      frame.seq = ++sent; // numbered as sent: encoding may finish out of order
+      frame.sentAt = performance.now();
       socket.send(blob);
+      sendFrame(); // a second frame may go as soon as the camera has one
     },
     "image/jpeg",
     JPEG_QUALITY
@@ -143,18 +153,28 @@ function sendFrame() {
 }
 
 function onReply(reply) {
-  inFlight = state.inFlight = false;
+  const frame = pending.find((f) => f.seq === reply.seq);
+  if (!frame) return;
+  const answered = (f) => f.seq !== 0 && f.seq <= reply.seq; // older ones were dropped
+  for (const old of pending.filter((f) => answered(f) && f !== frame)) spare.push(old.canvas);
+  const rest = pending.filter((f) => !answered(f));
+  pending.length = 0;
+  pending.push(...rest);
+  state.inFlight = pending.length;
   const now = performance.now();
   if (reply.error) {
     stats.textContent = `server: ${reply.error}`;
+    spare.push(frame.canvas);
   } else {
-    const took = now - sentAt;
+    const took = now - frame.sentAt;
     rtt = rtt === null ? took : 0.8 * rtt + 0.2 * took;
     frameTimes.push(now);
     frameTimes = frameTimes.filter((t) => now - t < 2000);
     const fps = frameTimes.length > 1 ? (1000 * (frameTimes.length - 1)) / (now - frameTimes[0]) : 0;
     stats.textContent = `${fps.toFixed(1)} frames/s · round trip ${rtt.toFixed(0)} ms · server ${reply.ms.toFixed(0)} ms · ${reply.faces.length} face(s)`;
-    draw(reply);
+    if (shown) spare.push(shown);
+    shown = frame.canvas;
+    draw(reply, shown);
     state.replies += 1;
     state.last = reply;
     state.fps = fps;
@@ -171,14 +191,13 @@ function label(face) {
   return `#${face.id} ${female ? "female" : "male"} ${face.age.toFixed(0)} (${(100 * confidence).toFixed(0)}%)`;
 }
 
-function draw(reply) {
-  // the frame that was sent is still in `grab` (the next one is taken after this)
+function draw(reply, frame) {
   if (view.width !== reply.width || view.height !== reply.height) {
     view.width = reply.width;
     view.height = reply.height;
   }
   const ctx = view.getContext("2d");
-  ctx.drawImage(grab, 0, 0, view.width, view.height);
+  ctx.drawImage(frame, 0, 0, view.width, view.height);
   const font = Math.max(13, Math.round(reply.height / 32));
   ctx.font = `bold ${font}px system-ui, sans-serif`;
   ctx.lineWidth = Math.max(2, Math.round(reply.height / 160));
