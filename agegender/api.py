@@ -21,7 +21,7 @@ import itertools
 import queue
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 from agegender.checkpoint import resolve_checkpoint
 from agegender.errors import UserError
 from agegender.faces.detectors import Detector, build_detector
-from agegender.inference.live import FacePipeline, LiveSettings, open_predictor
+from agegender.inference.live import FacePipeline, LiveSettings, live_settings, open_predictor
 from agegender.inference.predictor import Predictor
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import Track
@@ -72,14 +72,6 @@ class Face:
         if self.track_id is not None:
             out["id"] = self.track_id
         return out
-
-
-def live_settings(options: Mapping[str, Any] | None) -> LiveSettings:
-    """LiveSettings from live.yaml-style keys; keys that are not settings are ignored, so a
-    whole live or serve config can be passed."""
-    options = options or {}
-    names = [f.name for f in fields(LiveSettings)]
-    return LiveSettings(**{name: options[name] for name in names if name in options})
 
 
 def as_bgr(image: np.ndarray, bgr: bool = False) -> np.ndarray:

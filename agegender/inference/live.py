@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -343,16 +343,12 @@ def open_predictor(
         raise
 
 
-def _settings(cfg: Mapping[str, Any]) -> LiveSettings:
-    return LiveSettings(
-        detect_every=int(cfg["detect_every"]),
-        scan_every=int(cfg["scan_every"]),
-        predict_every=int(cfg["predict_every"]),
-        smoothing=float(cfg["smoothing"]),
-        max_age=int(cfg["max_age"]),
-        hold=int(cfg["hold"]),
-        iou_threshold=float(cfg["iou_threshold"]),
-    )
+def live_settings(options: Mapping[str, Any] | None) -> LiveSettings:
+    """LiveSettings from live.yaml-style keys; keys that are not settings are ignored, so a
+    whole live or serve config can be passed."""
+    options = options or {}
+    names = [f.name for f in fields(LiveSettings)]
+    return LiveSettings(**{name: options[name] for name in names if name in options})
 
 
 def set_threads(threads: int | None) -> None:
@@ -370,7 +366,7 @@ def set_threads(threads: int | None) -> None:
 
 def run_from_config(cfg: Mapping[str, Any]) -> RunSummary:
     """Everything `python live.py` does, from its composed config (see conf/live.yaml)."""
-    settings = _settings(cfg)
+    settings = live_settings(cfg)
     options = dict(cfg["detector"])
     detector = build_detector(str(options.pop("name")), **options)
     display = resolve_display(cfg["display"])
