@@ -157,3 +157,44 @@ def test_batches_are_uint8_images_with_float_targets(tmp_path: Path) -> None:
     assert tuple(batch["image"].shape[1:]) == (3, 32, 32)
     assert batch["age"].dtype.is_floating_point and batch["gender"].dtype.is_floating_point
     assert module.baseline_mae("test") > 0
+
+
+def test_the_store_is_keyed_by_crop_settings_and_counts_how_faces_were_framed(
+    tmp_path: Path,
+) -> None:
+    """The face path runs while the store is built: real faces are aligned, a photograph with
+    no face is centre-cropped (keep) or dropped (skip), and other settings are other stores."""
+    import cv2
+    from skimage import data
+
+    from agegender.faces.crop import Framing
+    from agegender.faces.photo import PhotoCrop
+
+    root = tmp_path / "data"
+    root.mkdir()
+    astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    for index, angle in enumerate((0, 8, -8)):
+        matrix = cv2.getRotationMatrix2D((256, 256), angle, 1.0)
+        photo = cv2.warpAffine(astronaut, matrix, (512, 512), borderMode=cv2.BORDER_REFLECT)
+        cv2.imwrite(str(root / f"35_1_0_2017010402310{index:04d}.jpg"), photo)
+    small_folder(root, 2)  # noise: no face to find
+    samples = discover(root).samples
+    cache = tmp_path / "cache"
+    kept = open_or_build(root, samples, 32, cache, progress=False, crop=PhotoCrop())
+    assert kept.outcome_counts() == {"aligned": 3, "box": 0, "centre": 2, "unreadable": 0}
+    assert kept.valid.all()
+    skipped = open_or_build(
+        root, samples, 32, cache, progress=False, crop=PhotoCrop(on_miss="skip")
+    )
+    assert skipped.valid.sum() == 3 and skipped.path != kept.path
+    plain = open_or_build(root, samples, 32, cache, progress=False)
+    margin = open_or_build(root, samples, 32, cache, False, crop=PhotoCrop(Framing(margin=0.3)))
+    assert len({kept.path, skipped.path, plain.path, margin.path}) == 4
+    faces = [i for i, s in enumerate(samples) if s.age == 35]
+    # the same photograph framed two ways: different pixels
+    assert not np.array_equal(kept.images[faces[0]], plain.images[faces[0]])
+    again = open_or_build(root, samples, 32, cache, progress=False, crop=PhotoCrop())
+    assert again.decoded == 0 and again.outcomes == kept.outcomes
+    # prepare() reports the framing in the data summary
+    summary = prepare(data_config(root, cache, crop={"on_miss": "keep"}), progress=False)
+    assert "3 aligned on landmarks" in summary.framing and "2 with no face found" in summary.framing
