@@ -235,8 +235,9 @@ class YuNetDetector(Detector):
     - `width`: video frames are downscaled to this width before detection (cost grows with
       the pixel count; faces of about 10 px and up are found at that scale).
     - `threshold`: least face confidence, 0..1.
-    - `still_pad`: photographs get a border of this fraction of their longer side before
-      detection, so tight face crops (the face touching the edges) are still found.
+    - `still_pad`: a photograph where no face is found, or a face reaches its edge, is
+      detected again with a border of this fraction of its longer side, so tight face crops
+      (the face touching the edges) are found and their landmarks placed.
     - `still_min` / `still_max`: photographs are scaled so that their longer side (border
       included) lies in this range: small ones up for finer landmarks, huge ones down.
     - `refine_px`: each face of a photograph is detected again in a window where it is this
@@ -276,17 +277,26 @@ class YuNetDetector(Detector):
         return self._run(frame, factor, 0)
 
     def detect_still(self, frame: np.ndarray) -> list[Box]:
+        found = self._still_pass(frame, 0)
         height, width = frame.shape[:2]
-        pad = round(self.still_pad * max(height, width))
-        longer = max(height, width) + 2 * pad
-        factor = min(max(1.0, self.still_min / longer), self.still_max / longer)
-        padded = frame
-        if pad:
-            padded = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT)
-        found = self._run(padded, factor, pad)
+        if not found or any(_near_edge(box, width, height) for box in found):
+            # a face touching the photograph's edge (a tight crop) is found, and its
+            # landmarks placed, only with context around it: look again with a border
+            pad = round(self.still_pad * max(height, width))
+            if pad:
+                found = self._still_pass(frame, pad)
         if self.refine_px:
             found = [self._refine(frame, box) for box in found]
         return found
+
+    def _still_pass(self, frame: np.ndarray, pad: int) -> list[Box]:
+        """One detection over the photograph with a black border of `pad` pixels, scaled so
+        that its longer side is within still_min..still_max."""
+        longer = max(frame.shape[:2]) + 2 * pad
+        factor = min(max(1.0, self.still_min / longer), self.still_max / longer)
+        if pad:
+            frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT)
+        return self._run(frame, factor, pad)
 
     def _refine(self, frame: np.ndarray, box: Box) -> Box:
         """The face detected again in a window around it, scaled so that the face is
@@ -334,6 +344,12 @@ class YuNetDetector(Detector):
             box = Box(x, y, x + w, y + h, row[0] / 100.0, tuple(row[5:15].tolist()))
             found.append(box.scaled(1.0 / factor, -pad, -pad))
         return found
+
+
+def _near_edge(box: Box, width: int, height: int, share: float = 0.02) -> bool:
+    """Whether the box reaches within `share` of the longer side of an edge of the frame."""
+    margin = share * max(width, height)
+    return box.x1 < margin or box.y1 < margin or box.x2 > width - margin or box.y2 > height - margin
 
 
 def _load_yuface(threads: int) -> Callable[[np.ndarray], np.ndarray]:
