@@ -248,7 +248,7 @@ class YuNetDetector(Detector):
 
     def __init__(
         self,
-        width: int = 320,
+        width: int = 256,
         threshold: float = 0.5,
         still_pad: float = 0.25,
         still_min: int = 256,
