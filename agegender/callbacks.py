@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
 from agegender.inference.overlay import label_text
+from agegender.io import atomic_target, write_atomic
 
 matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -57,7 +58,7 @@ class CurvePlotter(L.Callback):
     @rank_zero_only
     def draw(self) -> None:
         self.plot_dir.mkdir(parents=True, exist_ok=True)
-        (self.plot_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+        write_atomic(self.plot_dir / "history.json", json.dumps(self.history, indent=1))
         epochs = [row["epoch"] + 1 for row in self.history]
         for file_name, metric, label in CURVES:
             figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
@@ -70,8 +71,11 @@ class CurvePlotter(L.Callback):
             axis.grid(alpha=0.3)
             axis.legend()
             figure.tight_layout()
-            figure.savefig(self.plot_dir / file_name)
-            plt.close(figure)
+            try:
+                with atomic_target(self.plot_dir / file_name, keep_suffix=True) as temporary:
+                    figure.savefig(temporary)
+            finally:
+                plt.close(figure)
 
 
 def annotate_grid(

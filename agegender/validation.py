@@ -197,9 +197,11 @@ def _get(config: Mapping[str, Any], dotted: str) -> Any:
 
 
 def _show(value: Any) -> str:
-    return (
-        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    )
+    """A value as the user would write it; one line even for a value holding a newline."""
+    if isinstance(value, bool) or value is None:
+        return {None: "null", True: "true", False: "false"}[value]
+    text = str(value)
+    return text if text.isprintable() else repr(text)
 
 
 def validate(config: Mapping[str, Any], table: Mapping[str, Rule]) -> None:
