@@ -73,17 +73,18 @@ def run(checkpoint: Path, split: Path | None, root: Path | None, detector: str, 
     photos = sets["face"]
     files = [photos.root / relpath for relpath in photos.relpaths]
     live, found = live_predictions(predictor, files, detector)
+    predictions = {
+        mode: np.stack(predict_all(predictor, data.images), 1) for mode, data in sets.items()
+    }
     rows: dict[str, dict] = {}
     for mode, data in sets.items():
-        age, p_female = predict_all(predictor, data.images)
-        both = np.stack([age, p_female], 1)
+        both = predictions[mode]
         rows[f"eval crop={mode}, all"] = scores(data.ages, data.genders, both)
         rows[f"eval crop={mode}, where live found a face"] = scores(
             data.ages[found], data.genders[found], both[found]
         )
-        if mode == "face":
-            eval_face = both
     rows["live"] = scores(photos.ages[found], photos.genders[found], live[found])
+    eval_face = predictions["face"]
     gap = np.abs(live[found] - eval_face[found])
     return {
         "checkpoint": str(checkpoint),
