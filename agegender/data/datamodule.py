@@ -49,6 +49,8 @@ def build_augmentation(config: dict[str, Any] | None) -> v2.Transform | None:
                 scale=tuple(affine["scale"]) if affine.get("scale") else None,
             )
         )
+    if config.get("trivial"):
+        steps.append(v2.TrivialAugmentWide())
     jitter = config.get("color_jitter")
     if jitter:
         steps.append(
@@ -59,13 +61,32 @@ def build_augmentation(config: dict[str, Any] | None) -> v2.Transform | None:
                 hue=jitter.get("hue", 0),
             )
         )
+    sharpness = config.get("sharpness")
+    if sharpness:  # sharper and softer faces than the training photographs' own
+        steps.append(
+            v2.RandomAdjustSharpness(float(sharpness["factor"]), p=float(sharpness.get("p", 0.5)))
+        )
+    blur = config.get("blur")
+    if blur:
+        kernel = int(blur.get("kernel", 5))
+        sigma = tuple(blur.get("sigma", (0.1, 1.5)))
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma)], p=float(blur.get("p", 0.3))))
+    if config.get("grayscale"):
+        steps.append(v2.RandomGrayscale(p=float(config["grayscale"])))
+    erasing = config.get("erasing")
+    if erasing:
+        steps.append(
+            v2.RandomErasing(
+                p=float(erasing.get("p", 0.25)), scale=tuple(erasing.get("scale", (0.02, 0.2)))
+            )
+        )
     return v2.Compose(steps) if steps else None
 
 
 def only_flip(config: dict[str, Any] | None) -> bool:
     """True when horizontal flip is the sole augmentation configured (or none is)."""
     config = config or {}
-    return not config.get("affine") and not config.get("color_jitter")
+    return not any(value for key, value in config.items() if key != "hflip")
 
 
 class FaceDataset(Dataset):
