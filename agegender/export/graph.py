@@ -19,15 +19,14 @@ MIN_OPSET = 17
 
 
 class InferenceGraph(nn.Module):
-    """AgeGenderNet with the sigmoid on the gender head: what a deployed model returns."""
+    """AgeGenderNet's `predict` (ages clamped, calibrated P(female)) as a traceable module."""
 
     def __init__(self, net: AgeGenderNet) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        age, logit = self.net(image)
-        return age, torch.sigmoid(logit)
+        return self.net.predict(image)
 
 
 def example_input(image_size: int, batch: int = 2) -> torch.Tensor:

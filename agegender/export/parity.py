@@ -85,13 +85,13 @@ def parity_batch(meta: dict[str, Any], count: int = 16) -> tuple[np.ndarray, str
 
 
 def torch_runner(net: AgeGenderNet) -> Runner:
-    """The reference: the eager network in eval mode, sigmoid on the gender logit."""
+    """The reference: the eager network's `predict` in eval mode."""
     net = net.eval()
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
-        age, logit = net(torch.from_numpy(np.ascontiguousarray(batch)))
-        return torch.stack([age, torch.sigmoid(logit)], dim=1).double().numpy()
+        age, p_female = net.predict(torch.from_numpy(np.ascontiguousarray(batch)))
+        return torch.stack([age, p_female], dim=1).double().numpy()
 
     return run
 
