@@ -172,7 +172,18 @@ class AgeGenderModule(L.LightningModule):
             lr=float(self.optim_cfg.get("lr", 1e-3)),
             weight_decay=float(self.optim_cfg.get("weight_decay", 0.0)),
         )
-        plateau = self.optim_cfg.get("plateau")
+        plateau, cosine = self.optim_cfg.get("plateau"), self.optim_cfg.get("cosine")
+        if plateau and cosine:
+            raise ValueError("optim.plateau and optim.cosine are two schedules: set one to null")
+        if cosine:  # from lr down to min_lr over the run's epochs, one step per epoch
+            epochs = max(1, int(self.trainer.max_epochs or 1))
+            annealing = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=epochs, eta_min=float(cosine.get("min_lr", 0.0))
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": annealing, "interval": "epoch"},
+            }
         if not plateau:
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
