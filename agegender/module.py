@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 
-from agegender.checkpoint import META_KEY
+from agegender.contract import META_KEY
 from agegender.model import AgeGenderNet, NetConfig
 
 STAGES = ("train", "val", "test")

@@ -30,6 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agegender.io import pid_alive
+
 __all__ = [
     "GENERATOR_VERSION",
     "generate_dataset",
@@ -619,16 +621,18 @@ def _read_meta(root: Path) -> dict | None:
 
 
 def _clean_stale_partials(root: Path) -> None:
-    """Remove temp folders of crashed runs of this host (their pid is gone)."""
+    """Remove temp folders of crashed runs of this host (their pid is gone).
+
+    The host is in the name because the cache may be on a shared disk, where another
+    machine's process ids mean nothing here."""
     prefix = f".{root.name}{_PARTIAL}{socket.gethostname()}-"
     for p in root.parent.glob(f"{prefix}*"):
         try:
             pid = int(p.name[len(prefix) :].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        except ValueError:
+            continue  # not ours: leave it
+        if not pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
-        except (ValueError, PermissionError, OSError):
-            continue  # alive, someone else's, or not ours: leave it
 
 
 def _remove_old_dataset(root: Path) -> None:

@@ -15,18 +15,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from agegender.checkpoint import CheckpointError, resolve_checkpoint
+from agegender.checkpoint import resolve_checkpoint
 from agegender.errors import UserError
 from agegender.faces.crop import Framing, crop_face, framing_of
 from agegender.faces.detectors import Box, Detector, build_detector
+from agegender.inference.backends import open_predictor
 from agegender.inference.overlay import draw_faces, draw_fps
-from agegender.inference.predictor import Predictor, load_predictor
+from agegender.inference.predictor import Predictor
 from agegender.inference.sinks import Sink, check_sink_paths, open_sinks
 from agegender.inference.sources import Frame, Source, open_source
 from agegender.inference.tracking import IouTracker, Track, ema
@@ -320,27 +320,6 @@ def resolve_display(value: Any) -> bool:
             "display=true but there is no screen (DISPLAY is not set); use display=false"
         )
     return screen if text == "auto" else text == "true"
-
-
-def open_predictor(
-    spec: Any, outputs_dir: str | Path = "outputs", device: str = "cpu", threads: int | None = None
-) -> Predictor:
-    """The Predictor for ckpt=PATH|latest: a .ckpt on torch, an .onnx on onnxruntime."""
-    path = resolve_checkpoint(None if spec is None else str(spec), outputs_dir)
-    if not path.is_file():
-        raise CheckpointError(
-            f"ckpt={path}: no such file; pass a .ckpt written by train.py, an .onnx written "
-            f"by export.py, or ckpt=latest"
-        )
-    try:
-        return load_predictor(path, device=device, threads=threads)
-    except ModuleNotFoundError as error:
-        if path.suffix.lower() == ".onnx":
-            raise LiveError(
-                f"ckpt={path}: the onnxruntime backend is not available ({error}); "
-                f"pass the .ckpt instead"
-            ) from error
-        raise
 
 
 def live_settings(options: Mapping[str, Any] | None) -> LiveSettings:
