@@ -38,7 +38,7 @@ LEARNING_OVERRIDES = (
     "data.num_workers=0",
     "trainer.max_epochs=20",
     "callbacks.early_stopping.patience=20",
-    "callbacks.sample_grid=4",
+    "callbacks.sample_grid.count=4",
 )
 
 

@@ -28,6 +28,7 @@ from rich.progress import track
 from torch.utils.data import Dataset
 
 from agegender.data.cache import ImageStore
+from agegender.errors import UserError
 from agegender.io import atomic_target, remove_stale_temps, write_atomic
 from agegender.model import AgeGenderNet
 
@@ -54,6 +55,35 @@ def feature_key(store: ImageStore, digest: str) -> str:
     """Cache key: the image store (its name carries the content key), backbone and size."""
     text = f"v{FEATURES_VERSION}:{store.path.name}:{digest}:{store.image_size}"
     return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+class FeatureCacheError(UserError):
+    """data.feature_cache=true, but this run cannot use cached features."""
+
+
+def parse_mode(value: Any) -> str | bool:
+    """data.feature_cache as auto, True or False (YAML may give 'true' as a string)."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise UserError(f"data.feature_cache must be auto, true or false, got {value!r}")
+
+
+def only_flip(augment: dict[str, Any] | None) -> bool:
+    """True when horizontal flip is the sole augmentation configured (or none is)."""
+    augment = augment or {}
+    return not augment.get("affine") and not augment.get("color_jitter")
+
+
+def reason_not_cacheable(net: AgeGenderNet, augment: dict[str, Any] | None) -> str | None:
+    """Why backbone features cannot be cached for this run, or None when they can."""
+    if not net.backbone_frozen:
+        return f"the backbone trains from features[{net.frozen_blocks}] on"
+    if not only_flip(augment):
+        parts = [name for name in ("affine", "color_jitter") if (augment or {}).get(name)]
+        return f"augmentation other than flip is configured (data.augment: {', '.join(parts)})"
+    return None
 
 
 @dataclass

@@ -94,7 +94,7 @@ def load_eval_set(
             )
         config["split_file"] = str(split_file)
         config["root"] = config.get("root") or str(read_split(split_file).root)
-        module = UTKFaceDataModule(config)
+        module = UTKFaceDataModule.from_config(config)
         module.setup()
         assert module.data is not None and module.split is not None
         samples, images = _pick(module.data, module.split.indices(part), limit)
