@@ -142,7 +142,8 @@ def _evaluate(cfg: DictConfig) -> float:
         crop=str(cfg.crop),
     )
     write_atomic(result.out_dir / "eval_config.yaml", OmegaConf.to_yaml(cfg))
-    overall = result.summary["results"]["plain"]["overall"]
+    chosen = "flip" if cfg.tta == "flip" else "plain"
+    overall = result.summary["results"][chosen]["overall"]
     print(f"\nEvaluated {model} on {result.summary['data']}")
     print(f"  crop={cfg.crop}: {result.summary['framing']}")
     for name, res in result.summary["results"].items():

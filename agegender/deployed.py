@@ -1,8 +1,9 @@
 """The deployed graph: RGB uint8 NCHW in; age (years) and P(female) out.
 
 Export traces exactly this module, and `TorchPredictor`, the parity reference and the
-training sample grid run it too, so "age + sigmoid(logit)" is written once and every backend
-answers the same thing.
+training sample grid run it too, so the step from the network's raw heads to what a user is
+shown (`AgeGenderNet.predict`: clamped age, calibrated sigmoid) is taken in one place and
+every backend answers the same thing.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from agegender.model import AgeGenderNet
 
 
 class InferenceGraph(nn.Module):
-    """AgeGenderNet with the sigmoid on the gender head: what a deployed model returns."""
+    """AgeGenderNet's `predict` (ages clamped, calibrated P(female)) as a traceable module:
+    what a deployed model returns."""
 
     def __init__(self, net: AgeGenderNet) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        age, logit = self.net(image)
-        return age, torch.sigmoid(logit)
+        return self.net.predict(image)
 
 
 @torch.inference_mode()

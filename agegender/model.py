@@ -90,6 +90,10 @@ class AgeGenderNet(nn.Module):
         self.register_buffer("age_values", values, persistent=False)
         self.gender_head = nn.Linear(self.config.hidden_units, 1)
         self.frozen_blocks = 0  # features[:frozen_blocks] are frozen
+        # What `predict` answers with (set from a checkpoint's metadata by the loader): ages
+        # clamped to the range trained on, the gender logit divided by the fitted temperature.
+        self.age_limits: tuple[float, float] | None = None
+        self.gender_temperature = 1.0
 
     # -- forward pieces -------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -122,6 +126,26 @@ class AgeGenderNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.embed(images))
+
+    # -- what a deployed model answers ------------------------------------------------------
+    def set_outputs(
+        self, age_range: tuple[float, float] | None, gender_temperature: float = 1.0
+    ) -> None:
+        """Clamp predicted ages to `age_range` and calibrate P(female) with the temperature."""
+        if gender_temperature <= 0:
+            raise ValueError(f"gender_temperature must be > 0, got {gender_temperature}")
+        self.age_limits = None if age_range is None else (float(age_range[0]), float(age_range[1]))
+        self.gender_temperature = float(gender_temperature)
+
+    def clamp_age(self, age: torch.Tensor) -> torch.Tensor:
+        """Ages in years, clamped to the range trained on (once set)."""
+        return age if self.age_limits is None else age.clamp(*self.age_limits)
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB 0..255 images -> (age in years [B], P(female) [B]): what live, eval and the
+        exported graph answer."""
+        age, logit = self(images)
+        return self.clamp_age(age), torch.sigmoid(logit / self.gender_temperature)
 
     # -- freezing -------------------------------------------------------------------------
     @property

@@ -13,8 +13,10 @@ import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MetricCollection
+from torchmetrics.aggregation import CatMetric
 from torchmetrics.classification import BinaryAccuracy
 
+from agegender.calibration import expected_calibration_error, fit_temperature
 from agegender.contract import META_KEY
 from agegender.model import AgeGenderNet, NetConfig
 
@@ -73,6 +75,8 @@ class AgeGenderModule(L.LightningModule):
         self.meta = meta
         self.net = AgeGenderNet(NetConfig(**net))
         self.net.freeze_blocks(trainable_from)
+        # metrics score the ages a deployed model answers: clamped to the range trained on
+        self.net.set_outputs(meta.get("age_range"))
         if self.net.config.age_head == "distribution":
             self.age_loss = DistributionAgeLoss(
                 self.net.age_values,
@@ -101,6 +105,11 @@ class AgeGenderModule(L.LightningModule):
                 for stage in STAGES
             }
         )
+        # The validation split's gender logits, gathered across processes by torchmetrics,
+        # fit the temperature that calibrates P(female); checkpoints record it.
+        self.val_gender_logits = CatMetric()
+        self.val_gender_labels = CatMetric()
+        self.gender_temperature = 1.0
 
     def setup(self, stage: str) -> None:
         # A fresh model starts its age head at the training mean age.
@@ -116,7 +125,7 @@ class AgeGenderModule(L.LightningModule):
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         age_output, gender_logit = self(batch)
-        age_pred = self.net.age_years(age_output)
+        age_pred = self.net.clamp_age(self.net.age_years(age_output))
         age, gender = batch["age"].float(), batch["gender"].float()
         age_loss = self.age_loss(age_output, age)
         gender_loss = self.gender_loss(gender_logit, gender)
@@ -128,6 +137,9 @@ class AgeGenderModule(L.LightningModule):
         metrics["loss"](loss.detach(), weight=size)
         metrics["age_loss"](age_loss.detach(), weight=size)
         metrics["gender_loss"](gender_loss.detach(), weight=size)
+        if stage == "val":
+            self.val_gender_logits.update(gender_logit.detach().float())
+            self.val_gender_labels.update(gender)
         # Metric objects are reduced across processes by torchmetrics itself.
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "test")
         return loss
@@ -137,6 +149,18 @@ class AgeGenderModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.val_gender_logits.update_called:
+            return
+        logits = self.val_gender_logits.compute()
+        labels = self.val_gender_labels.compute()
+        self.val_gender_logits.reset()
+        self.val_gender_labels.reset()
+        self.gender_temperature = fit_temperature(logits, labels)
+        calibrated = torch.sigmoid(logits.double() / self.gender_temperature)
+        self.log("val/gender_temperature", self.gender_temperature)
+        self.log("val/gender_ece", expected_calibration_error(calibrated, labels))
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
@@ -148,7 +172,18 @@ class AgeGenderModule(L.LightningModule):
             lr=float(self.optim_cfg.get("lr", 1e-3)),
             weight_decay=float(self.optim_cfg.get("weight_decay", 0.0)),
         )
-        plateau = self.optim_cfg.get("plateau")
+        plateau, cosine = self.optim_cfg.get("plateau"), self.optim_cfg.get("cosine")
+        if plateau and cosine:
+            raise ValueError("optim.plateau and optim.cosine are two schedules: set one to null")
+        if cosine:  # from lr down to min_lr over the run's epochs, one step per epoch
+            epochs = max(1, int(self.trainer.max_epochs or 1))
+            annealing = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=epochs, eta_min=float(cosine.get("min_lr", 0.0))
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": annealing, "interval": "epoch"},
+            }
         if not plateau:
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -165,4 +200,10 @@ class AgeGenderModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[META_KEY] = self.meta
+        calibration = {"gender_temperature": self.gender_temperature}
+        checkpoint[META_KEY] = {**self.meta, "calibration": calibration}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a resumed run keeps its temperature until its next validation refits it
+        calibration = checkpoint.get(META_KEY, {}).get("calibration") or {}
+        self.gender_temperature = float(calibration.get("gender_temperature", 1.0))

@@ -152,6 +152,7 @@ LIVE = {
     "max_missed_frames": Int(0),
     "hold": Int(0),
     "iou_threshold": Float(0, 1),
+    "tta": Choice("none", "flip", optional=True),
     "threads": Int(0, optional=True),  # 0 or null: the libraries choose
     "max_frames": Int(1, optional=True),
     "display": Choice("auto", True, False),
@@ -263,6 +264,7 @@ META_RULES = {
     "net.hidden_units": Int(1),
     "net.dropout": FRACTION,
     "net.backbone": Rule("str"),
+    "calibration.gender_temperature": POSITIVE,
 }
 
 

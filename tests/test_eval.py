@@ -45,7 +45,19 @@ def direct_metrics(ages, genders, pred_age, p_female) -> dict[str, float]:
         "age_bias": error.mean(),
         "gender_acc": ((p_female > 0.5) == (genders == 1)).mean(),
         "gender_auc": (pairs > 0).mean() + 0.5 * (pairs == 0).mean(),
+        "gender_ece": direct_ece(genders, p_female),
     }
+
+
+def direct_ece(genders: np.ndarray, p_female: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: over equal-width bins of p_female, the gap between the
+    bin's mean p_female and its share of women, weighted by the bin's size."""
+    index = np.searchsorted(np.linspace(0, 1, bins + 1), p_female, side="right") - 1
+    total = 0.0
+    for b in np.unique(index):
+        inside = index == b
+        total += inside.mean() * abs(p_female[inside].mean() - genders[inside].mean())
+    return total
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Does `live.py` show what `eval.py` reports? Both paths on the same labelled photographs.
 
     python -m agegender.bench.agreement CKPT [--split FILE | --root FOLDER] [--detector NAME]
+                                             [--tta none|flip]
 
 For each photograph of a saved split's test part (default: the checkpoint's own split) or of
 a UTKFace-named folder, it runs the live pipeline as `live.py source=<folder>` does (stills:
@@ -8,7 +9,8 @@ detection at full resolution, every face cropped the checkpoint's way) and score
 single-person photograph is about; then `eval.py`'s two framings (`crop=face`, the default,
 and `crop=dataset`) on the same photographs. It prints age MAE, CS@5 and gender accuracy of
 each, the share of photographs where live found a face, and how far live and eval differ
-photograph by photograph. Nothing is written.
+photograph by photograph. Both paths use the same test-time augmentation (`--tta`, like
+`tta=` of eval.py and live.py). Nothing is written.
 """
 
 from __future__ import annotations
@@ -44,11 +46,12 @@ def scores(ages: np.ndarray, genders: np.ndarray, pred: np.ndarray) -> dict[str,
 
 
 def live_predictions(
-    predictor: Predictor, files: list[Path], detector_name: str
+    predictor: Predictor, files: list[Path], detector_name: str, tta: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(age, p_female) of each photograph's main face through the live pipeline in stills
     mode, NaN where no face was found; and which photographs had one."""
-    pipeline = FacePipeline(predictor, build_detector(detector_name), LiveSettings())
+    settings = LiveSettings(tta=tta)
+    pipeline = FacePipeline(predictor, build_detector(detector_name), settings)
     out = np.full((len(files), 2), np.nan)
     for index, file in enumerate(files):
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
@@ -62,7 +65,14 @@ def live_predictions(
     return out, ~np.isnan(out[:, 0])
 
 
-def run(checkpoint: Path, split: Path | None, root: Path | None, detector: str, cache: str) -> dict:
+def run(
+    checkpoint: Path,
+    split: Path | None,
+    root: Path | None,
+    detector: str,
+    cache: str,
+    tta: str | None = None,
+) -> dict:
     predictor = load_predictor(checkpoint)
     meta = predictor.meta
     data_cfg: dict = {"cache_dir": cache}
@@ -75,9 +85,11 @@ def run(checkpoint: Path, split: Path | None, root: Path | None, detector: str, 
     sets = {mode: load_eval_set(meta, data_cfg, "test", crop=mode) for mode in ("face", "dataset")}
     photos = sets["face"]
     files = [photos.root / relpath for relpath in photos.relpaths]
-    live, found = live_predictions(predictor, files, detector)
+    live, found = live_predictions(predictor, files, detector, tta)
+    flip = tta == "flip"
     predictions = {
-        mode: np.stack(predict_all(predictor, data.images), 1) for mode, data in sets.items()
+        mode: np.stack(predict_all(predictor, data.images, flip=flip), 1)
+        for mode, data in sets.items()
     }
     rows: dict[str, dict] = {}
     for mode, data in sets.items():
@@ -96,6 +108,7 @@ def run(checkpoint: Path, split: Path | None, root: Path | None, detector: str, 
         "live_found_share": round(float(found.mean()), 4),
         "framing (eval crop=face)": photos.framing,
         "detector": detector,
+        "tta": tta or "none",
         "live vs eval crop=face, mean |age diff|": round(float(gap[:, 0].mean()), 4),
         "live vs eval crop=face, gender disagreements": int(
             ((live[found, 1] > 0.5) != (eval_face[found, 1] > 0.5)).sum()
@@ -112,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", type=Path, help="split.json (default: the checkpoint's)")
     parser.add_argument("--root", type=Path, help="data folder (default: the split's)")
     parser.add_argument("--detector", default="yunet", help="live detector (conf/detector/)")
+    parser.add_argument("--tta", choices=("none", "flip"), default="flip", help="as eval/live")
     parser.add_argument("--cache", default=".cache/agegender", help="image store folder")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     set_threads(1)
-    result = run(args.checkpoint, args.split, args.root, args.detector, args.cache)
+    result = run(args.checkpoint, args.split, args.root, args.detector, args.cache, args.tta)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

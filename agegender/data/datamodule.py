@@ -60,6 +60,8 @@ def build_augmentation(config: dict[str, Any] | None) -> v2.Transform | None:
                 scale=tuple(affine["scale"]) if affine.get("scale") else None,
             )
         )
+    if config.get("trivial"):
+        steps.append(v2.TrivialAugmentWide())
     jitter = config.get("color_jitter")
     if jitter:
         steps.append(
@@ -68,6 +70,25 @@ def build_augmentation(config: dict[str, Any] | None) -> v2.Transform | None:
                 contrast=jitter.get("contrast", 0),
                 saturation=jitter.get("saturation", 0),
                 hue=jitter.get("hue", 0),
+            )
+        )
+    sharpness = config.get("sharpness")
+    if sharpness:  # sharper and softer faces than the training photographs' own
+        steps.append(
+            v2.RandomAdjustSharpness(float(sharpness["factor"]), p=float(sharpness.get("p", 0.5)))
+        )
+    blur = config.get("blur")
+    if blur:
+        kernel = int(blur.get("kernel", 5))
+        sigma = tuple(blur.get("sigma", (0.1, 1.5)))
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma)], p=float(blur.get("p", 0.3))))
+    if config.get("grayscale"):
+        steps.append(v2.RandomGrayscale(p=float(config["grayscale"])))
+    erasing = config.get("erasing")
+    if erasing:
+        steps.append(
+            v2.RandomErasing(
+                p=float(erasing.get("p", 0.25)), scale=tuple(erasing.get("scale", (0.02, 0.2)))
             )
         )
     return v2.Compose(steps) if steps else None

@@ -72,8 +72,7 @@ def parse_mode(value: Any) -> str | bool:
 
 def only_flip(augment: dict[str, Any] | None) -> bool:
     """True when horizontal flip is the sole augmentation configured (or none is)."""
-    augment = augment or {}
-    return not augment.get("affine") and not augment.get("color_jitter")
+    return not any(value for key, value in (augment or {}).items() if key != "hflip")
 
 
 def reason_not_cacheable(net: AgeGenderNet, augment: dict[str, Any] | None) -> str | None:
@@ -81,7 +80,7 @@ def reason_not_cacheable(net: AgeGenderNet, augment: dict[str, Any] | None) -> s
     if not net.backbone_frozen:
         return f"the backbone trains from features[{net.frozen_blocks}] on"
     if not only_flip(augment):
-        parts = [name for name in ("affine", "color_jitter") if (augment or {}).get(name)]
+        parts = [name for name, value in (augment or {}).items() if name != "hflip" and value]
         return f"augmentation other than flip is configured (data.augment: {', '.join(parts)})"
     return None
 

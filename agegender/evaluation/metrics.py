@@ -18,6 +18,7 @@ from torchmetrics.functional.classification import (
     binary_confusion_matrix,
 )
 
+from agegender.calibration import expected_calibration_error
 from agegender.contract import GENDERS, RACES
 from agegender.data.utkface import AGE_BANDS, age_band
 
@@ -39,11 +40,16 @@ def age_metrics(true_age: np.ndarray, pred_age: np.ndarray) -> dict[str, float]:
 
 
 def gender_metrics(true_gender: np.ndarray, p_female: np.ndarray) -> dict[str, float | None]:
-    """Accuracy at p = 0.5, and ROC AUC (None where a group holds only one gender)."""
+    """Accuracy at p = 0.5, ROC AUC (None where a group holds only one gender) and the
+    expected calibration error of p_female."""
     target = torch.as_tensor(true_gender, dtype=torch.long)
     prob = torch.as_tensor(p_female, dtype=torch.float64)
     auc = float(binary_auroc(prob, target)) if target.unique().numel() == 2 else None
-    return {"gender_acc": float(binary_accuracy(prob, target)), "gender_auc": auc}
+    return {
+        "gender_acc": float(binary_accuracy(prob, target)),
+        "gender_auc": auc,
+        "gender_ece": expected_calibration_error(prob, target),
+    }
 
 
 def summarize(

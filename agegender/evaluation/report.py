@@ -24,6 +24,7 @@ COLUMNS = (
     ("age_bias", "bias", "{:+.2f}"),
     ("gender_acc", "gender acc", "{:.1%}"),
     ("gender_auc", "ROC AUC", "{:.3f}"),
+    ("gender_ece", "ECE", "{:.3f}"),
 )
 BREAKDOWN_TITLES = {"age_band": "age band", "gender": "gender", "race": "race"}
 
@@ -55,14 +56,15 @@ def markdown(summary: dict[str, Any], pictures: dict[str, str]) -> str:
         f"- age: MAE/RMSE in years; CS@{CS_YEARS} = share within {CS_YEARS} years; bias = "
         "mean(predicted - true), positive = predicted too old",
         "- gender: accuracy at p_female = 0.5; ROC AUC of p_female (– where a group holds "
-        "one gender only)",
+        "one gender only); ECE = expected calibration error of p_female (0 = a p_female of "
+        "0.9 is right nine times in ten)",
         "",
         "## Overall",
         "",
     ]
     overall = {name: result["overall"] for name, result in summary["results"].items()}
     lines += table(overall, "predictions")
-    main = summary["results"]["plain"]
+    main = summary["results"]["flip" if summary.get("tta") == "flip" else "plain"]
     for key, title in BREAKDOWN_TITLES.items():
         lines += ["", f"## By {title}", ""] + table(main["by"][key], title)
     lines += ["", "## Pictures", ""]

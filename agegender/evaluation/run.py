@@ -76,11 +76,7 @@ def predict_all(
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
-        result = predictor.predict_batch(batch).astype(np.float64)
-        if flip:
-            mirrored = np.ascontiguousarray(batch[..., ::-1])
-            result = (result + predictor.predict_batch(mirrored)) / 2
-        outputs.append(result)
+        outputs.append(predictor.predict_images(batch, flip).astype(np.float64))
     joined = np.concatenate(outputs)
     return joined[:, 0], joined[:, 1]
 
@@ -153,9 +149,10 @@ def evaluate(
     for name, flip in variants.items():
         predictions[name] = predict_all(predictor, data.images, batch_size, flip=flip)
         results[name] = full_report(*labels, *predictions[name])
-    pred_age, p_female = predictions["plain"]
+    chosen = "flip" if tta == "flip" else "plain"  # what the pictures and predictions show
+    pred_age, p_female = predictions[chosen]
     title = f"{model_path.name} on {len(data)} images ({data.root.name})"
-    pictures = draw_pictures(out, data, pred_age, p_female, results["plain"], title, worst)
+    pictures = draw_pictures(out, data, pred_age, p_female, results[chosen], title, worst)
     write_atomic(out / "predictions.csv", predictions_csv(data, pred_age, p_female))
     summary = {
         "model": str(model_path),

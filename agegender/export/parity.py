@@ -85,7 +85,7 @@ def parity_batch(meta: dict[str, Any], count: int = 16) -> tuple[np.ndarray, str
 
 
 def torch_runner(net: AgeGenderNet) -> Runner:
-    """The reference: the eager network in eval mode, sigmoid on the gender logit."""
+    """The reference: the eager network's `predict` in eval mode (the graph export traces)."""
     graph = InferenceGraph(net).eval()
 
     def run(batch: np.ndarray) -> np.ndarray:

@@ -77,6 +77,7 @@ class LiveSettings:
     max_missed_frames: int = int(_LIVE.max_missed_frames)
     hold: int = int(_LIVE.hold)
     iou_threshold: float = float(_LIVE.iou_threshold)
+    tta: str | None = _LIVE.tta  # flip: each face averaged with its mirror image; None/"none"
 
     def __post_init__(self) -> None:
         for name in ("detect_every", "scan_every", "predict_every"):
@@ -84,6 +85,8 @@ class LiveSettings:
                 raise LiveError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.smoothing < 1:
             raise LiveError(f"smoothing must be in [0, 1) (0 = off), got {self.smoothing}")
+        if self.tta not in (None, "none", "flip"):
+            raise LiveError(f"tta={self.tta}: use tta=flip, or leave it out")
 
 
 def crop_faces(frame: np.ndarray, boxes: Sequence[Box], framing: Framing, size: int) -> list:
@@ -128,7 +131,8 @@ class FacePipeline:
         boxes = [t.box.carry_landmarks(t.detection) for t in due]
         crops = crop_faces(frame.image, boxes, self.framing, self.predictor.image_size)
         clock.lap("crop")
-        outputs = self.predictor.predict(crops) if crops else np.zeros((0, 2), np.float32)
+        flip = self.settings.tta == "flip"
+        outputs = self.predictor.predict(crops, flip) if crops else np.zeros((0, 2), np.float32)
         clock.lap("predict")
         for track, (age, p_female) in zip(due, outputs, strict=True):
             self.tracker.update_prediction(track, float(age), float(p_female))

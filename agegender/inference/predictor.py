@@ -9,6 +9,7 @@ preprocessing path and return the same thing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ import torch
 from agegender.checkpoint import load_checkpoint
 from agegender.deployed import InferenceGraph, predict_tensor
 from agegender.preprocess import to_batch
+
+
+def flip_average(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+    """Flip test-time augmentation: each face's answer averaged with its mirror image's, both
+    computed in one call of `run` (uint8 NCHW -> [N, 2])."""
+    both = np.concatenate([batch, batch[..., ::-1]])
+    out = run(np.ascontiguousarray(both)).astype(np.float32, copy=False)
+    return (out[: len(batch)] + out[len(batch) :]) / 2
 
 
 class Predictor(ABC):
@@ -31,11 +40,15 @@ class Predictor(ABC):
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """uint8 [N, 3, S, S] RGB -> float32 [N, 2]: columns age_years, p_female."""
 
-    def predict(self, crops: list[np.ndarray]) -> np.ndarray:
+    def predict_images(self, batch: np.ndarray, flip: bool = False) -> np.ndarray:
+        """`predict_batch`, with `flip` averaging each face with its mirror image."""
+        return flip_average(self.predict_batch, batch) if flip else self.predict_batch(batch)
+
+    def predict(self, crops: list[np.ndarray], flip: bool = False) -> np.ndarray:
         """RGB uint8 crops of any size -> float32 [N, 2] (age_years, p_female)."""
         if len(crops) == 0:
             return np.zeros((0, 2), dtype=np.float32)
-        return self.predict_batch(to_batch(crops, self.image_size))
+        return self.predict_images(to_batch(crops, self.image_size), flip)
 
 
 class TorchPredictor(Predictor):
