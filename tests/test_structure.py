@@ -114,3 +114,11 @@ def test_library_code_does_not_import_the_benchmarks() -> None:
         and any(t.startswith("agegender.bench") for t in targets)
     )
     assert users == []
+
+
+def test_every_module_imports() -> None:
+    """A name moved between modules breaks only at import time; import them all."""
+    import importlib
+
+    for name in sorted(import_graph()):
+        importlib.import_module(name)

@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from agegender.bench.workload import (
     THREADS,
-    calibrate_batchnorm,
     faces,
     print_result,
     quiet_lightning,
@@ -31,6 +30,7 @@ from agegender.bench.workload import (
 )
 from agegender.data.datamodule import UTKFaceDataModule
 from agegender.data.features import open_or_build_features
+from agegender.scenes import calibrate_batchnorm
 from agegender.training import apply_speed_options, build_module, trainer_flags
 
 COUNT, QUICK_COUNT = 640, 48

@@ -24,9 +24,11 @@ import cv2
 import numpy as np
 import torch
 
+from agegender.export import export
 from agegender.faces.detectors import Box
 from agegender.inference.live import STAGES, FacePipeline, LiveSettings, StageClock, set_threads
 from agegender.inference.live import run as run_loop
+from agegender.inference.onnx_backend import OnnxPredictor
 from agegender.inference.predictor import Predictor, TorchPredictor
 from agegender.inference.sources import open_source
 from agegender.scenes import (
@@ -42,15 +44,10 @@ MODES = {"tuned": (3, 3, 4), "every frame": (1, 1, 1)}
 THREADS = 1  # torch and OpenCV threads, as in conf/live.yaml
 
 
-def onnx_predictor(checkpoint: Path, workdir: Path) -> tuple[Predictor | None, str]:
-    """The checkpoint exported to ONNX (export.py's code) on onnxruntime, or None and why."""
-    try:
-        from agegender.export import export
-        from agegender.inference.onnx_backend import OnnxPredictor
-    except ImportError as error:
-        return None, f"onnxruntime column skipped: export not available ({error})"
+def onnx_predictor(checkpoint: Path, workdir: Path) -> OnnxPredictor:
+    """The checkpoint exported to ONNX (export.py's code), on onnxruntime."""
     result = export(checkpoint, out=workdir / "bench.onnx", parity_images=4)
-    return OnnxPredictor(result.path, threads=THREADS), ""
+    return OnnxPredictor(result.path, threads=THREADS)
 
 
 def measure(
@@ -99,12 +96,10 @@ def _measure_all(frames: int, notes: list[str]) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="agegender-bench-live-") as tmp:
         workdir = Path(tmp)
         checkpoint = write_untrained_checkpoint(workdir / "bench.ckpt")
-        predictors: dict[str, Predictor] = {"torch": TorchPredictor(checkpoint)}
-        onnx, why = onnx_predictor(checkpoint, workdir)
-        if onnx is not None:
-            predictors["onnxruntime"] = onnx
-        else:
-            notes.append(why)
+        predictors: dict[str, Predictor] = {
+            "torch": TorchPredictor(checkpoint),
+            "onnxruntime": onnx_predictor(checkpoint, workdir),
+        }
         for faces in (1, 3):
             clip = workdir / f"clip{faces}.mp4"
             truth = make_face_clip(clip, faces=faces, frames=frames)
