@@ -173,7 +173,9 @@ def test_a_utkface_folder_is_evaluated_whole(
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "holiday.jpg").write_bytes(b"not a face")  # not UTKFace-named: skipped
     cfg = {"root": str(folder), "cache_dir": str(tmp_path / "cache")}
-    result = evaluate(brief_onnx, cfg, out_dir=tmp_path / "out", tensorboard=False)
+    result = evaluate(brief_onnx, cfg, out_dir=tmp_path / "out", tensorboard=False, worst=0)
+    assert not (tmp_path / "out" / "worst_errors.png").exists()  # worst=0: no grid
+    assert (tmp_path / "out" / "summary.png").is_file()
     assert result.summary["backend"] == "onnxruntime"
     assert result.summary["data"] == f"all 12 usable images in {folder}"
     assert result.summary["results"]["plain"]["overall"]["count"] == 12

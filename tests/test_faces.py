@@ -159,8 +159,32 @@ def test_photo_crop_key_changes_with_every_setting() -> None:
         PhotoCrop(Framing(align=False)).key(),
         PhotoCrop(on_miss="skip").key(),
         PhotoCrop(detector="haar").key(),
+        PhotoCrop(Framing(detail_px=64)).key(),
     }
-    assert len(keys) == 5
+    assert len(keys) == 6
+    # stores and checkpoints made before detail_px existed keep their keys
+    assert "detail_px" not in PhotoCrop().key() and "detail_px" not in Framing().to_dict()
+
+
+def test_detail_px_takes_a_sharp_face_down_to_the_training_photographs_detail(
+    astronaut,
+) -> None:
+    box = Box(0, 0, 1, 1, 1.0, tuple(template_points(512).reshape(-1).tolist()))
+    big = cv2.resize(astronaut, (512, 512), interpolation=cv2.INTER_AREA)
+    sharp = crop_face(big, box, Framing(), 128)
+    soft = crop_face(big, box, Framing(detail_px=32), 128)
+    assert soft.shape == sharp.shape == (128, 128, 3)
+
+    def fine_detail(image: np.ndarray) -> float:
+        return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+    assert fine_detail(soft) < fine_detail(sharp) / 4
+    assert abs(float(soft.mean()) - float(sharp.mean())) < 2  # the same face, only softer
+    # a crop already at or below the limit is left alone
+    assert np.array_equal(crop_face(big, box, Framing(detail_px=128), 128), sharp)
+    assert framing_of({"crop": PhotoCrop(Framing(detail_px=48)).to_meta()}).detail_px == 48
+    with pytest.raises(FramingError, match="detail_px"):
+        Framing(detail_px=4)
 
 
 def test_align_face_shrinks_large_faces_without_aliasing() -> None:

@@ -92,11 +92,19 @@ def test_crops_are_rgb_at_the_model_size() -> None:
 def test_all_faces_of_a_frame_go_through_the_model_in_one_batch() -> None:
     predictor = FakePredictor()
     boxes = [Box(0, 0, 30, 30), Box(50, 0, 80, 30), Box(100, 50, 130, 80)]
-    settings = LiveSettings(detect_every=1, predict_every=1)
+    settings = LiveSettings(detect_every=1, predict_every=1, tta=None)
     pipeline = FacePipeline(predictor, FixedBoxes(boxes), settings)
     summary = run(ListSource(5), pipeline)
     assert predictor.batches == [3] * 5
     assert summary.frames == 5 and summary.faces == 15
+
+
+def test_flip_tta_sends_each_face_and_its_mirror_image_in_the_same_batch() -> None:
+    predictor = FakePredictor()
+    boxes = [Box(0, 0, 30, 30), Box(50, 0, 80, 30), Box(100, 50, 130, 80)]
+    settings = LiveSettings(detect_every=1, predict_every=1, tta="flip")
+    run(ListSource(2), FacePipeline(predictor, FixedBoxes(boxes), settings))
+    assert predictor.batches == [6, 6]
 
 
 def test_detect_every_and_predict_every_cut_the_work() -> None:
@@ -127,7 +135,8 @@ def test_stills_are_each_detected_and_predicted_afresh() -> None:
     predictor = FakePredictor()
     detector = FixedBoxes([Box(0, 0, 30, 30)])
     ids = []
-    pipeline = FacePipeline(predictor, detector, LiveSettings(detect_every=5, predict_every=5))
+    settings = LiveSettings(detect_every=5, predict_every=5, tta=None)
+    pipeline = FacePipeline(predictor, detector, settings)
     run(ListSource(4, stills=True), pipeline, observer=lambda f, faces: ids.append(faces[0].id))
     assert detector.calls == 4 and predictor.batches == [1] * 4
     assert len(set(ids)) == 4  # no tracking across unrelated images
@@ -255,7 +264,7 @@ def test_q_in_the_window_stops_the_run_with_complete_outputs(
 def test_predictions_of_many_faces_spread_over_frames() -> None:
     predictor = FakePredictor()
     boxes = [Box(60 * i, 0, 60 * i + 40, 40) for i in range(3)]
-    settings = LiveSettings(detect_every=1, predict_every=3)
+    settings = LiveSettings(detect_every=1, predict_every=3, tta=None)
     run(ListSource(30), FacePipeline(predictor, FixedBoxes(boxes), settings))
     # new faces at once on frame 0; from frame 3 on, one face per frame in turn, so each
     # face is still refreshed every 3 frames

@@ -29,7 +29,7 @@ def test_cosine_anneals_from_lr_to_min_lr_over_the_epochs() -> None:
         schedule["scheduler"].step()
         rates.append(optimizer.param_groups[0]["lr"])
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)
-    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))  # falls every epoch
+    assert all(a > b for a, b in zip(rates[:-1], rates[1:], strict=True))  # falls each epoch
     # halfway, the cosine's midpoint: the mean of the two ends
     assert rates[2] == pytest.approx((1e-3 + 1e-5) / 2)
 

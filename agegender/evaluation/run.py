@@ -102,7 +102,7 @@ def draw_pictures(
     worst: int,
 ) -> dict[str, Path]:
     labels = (data.ages, data.genders, data.races)
-    return {
+    pictures = {
         "summary": plots.summary_png(out_dir / "summary.png", data.ages, pred_age, report, title),
         "age scatter": plots.scatter_png(
             out_dir / "age_scatter.png", data.ages, pred_age, report["overall"]["age_mae"]
@@ -113,10 +113,12 @@ def draw_pictures(
         "gender confusion": plots.confusion_png(
             out_dir / "gender_confusion.png", report["gender_confusion"]
         ),
-        "worst age errors": plots.worst_errors_png(
-            out_dir / "worst_errors.png", data.images, *labels, pred_age, p_female, count=worst
-        ),
     }
+    if worst > 0:  # worst=0: no grid of the worst errors
+        pictures["worst age errors"] = plots.worst_errors_png(
+            out_dir / "worst_errors.png", data.images, *labels, pred_age, p_female, count=worst
+        )
+    return pictures
 
 
 def evaluate(

@@ -31,11 +31,15 @@ class Framing:
       by Haar, fall back to the box crop); False = square box crops only.
     - `margin`: context around the aligned template, as a fraction of its side.
     - `box_margin`: box crops are squares (1 + box_margin) times the box's longer side.
+    - `detail_px`: every crop is reduced to this many pixels a side and scaled back up, so a
+      sharp face (a webcam, a large photograph) carries no more detail than the training
+      photographs did (null = as sharp as the source allows).
     """
 
     align: bool = True
     margin: float = 0.0
     box_margin: float = 0.4
+    detail_px: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin <= 2 or not 0 <= self.box_margin <= 3:
@@ -43,15 +47,22 @@ class Framing:
                 f"crop margins out of range: margin={self.margin} (0..2), "
                 f"box_margin={self.box_margin} (0..3)"
             )
+        if self.detail_px is not None and not 16 <= self.detail_px <= 1024:
+            raise FramingError(
+                f"crop detail_px={self.detail_px}: use 16..1024 pixels, or null for no limit"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if values["detail_px"] is None:  # left out: stores and checkpoints from before it
+            del values["detail_px"]  # keep their keys
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> Framing:
         """A framing from config or checkpoint metadata; unknown keys are a user error."""
         values = dict(values or {})
-        known = {"align", "margin", "box_margin"}
+        known = {"align", "margin", "box_margin", "detail_px"}
         if set(values) - known:
             raise FramingError(
                 f"unknown crop option(s) {sorted(set(values) - known)}; known: {sorted(known)}"
@@ -60,6 +71,7 @@ class Framing:
             align=bool(values.get("align", cls.align)),
             margin=float(values.get("margin", cls.margin)),
             box_margin=float(values.get("box_margin", cls.box_margin)),
+            detail_px=None if values.get("detail_px") is None else int(values["detail_px"]),
         )
 
 
@@ -96,8 +108,19 @@ def crop_face(frame: np.ndarray, box: Box, framing: Framing, size: int) -> np.nd
     """One face of a frame as the network sees it: [size, size, 3] in the frame's channel
     order. Aligned on the landmarks when the box has them and the framing asks for it."""
     if framing.align and box.landmarks is not None:
-        return align_face(frame, np.asarray(box.landmarks), size, framing.margin)
-    return square_resize(box_crop(frame, box, framing.box_margin), size)
+        crop = align_face(frame, np.asarray(box.landmarks), size, framing.margin)
+    else:
+        crop = square_resize(box_crop(frame, box, framing.box_margin), size)
+    return limit_detail(crop, framing.detail_px)
+
+
+def limit_detail(crop: np.ndarray, detail_px: int | None) -> np.ndarray:
+    """The crop reduced to `detail_px` a side (area average) and scaled back to its size."""
+    size = crop.shape[0]
+    if detail_px is None or detail_px >= size:
+        return crop
+    small = cv2.resize(crop, (detail_px, detail_px), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def framing_of(meta: dict[str, Any]) -> Framing:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from agegender.faces.align import TEMPLATE
-from agegender.faces.crop import Framing, FramingError, crop_face
+from agegender.faces.crop import Framing, FramingError, crop_face, limit_detail
 from agegender.faces.detectors import Box, Detector, build_detector
 from agegender.preprocess import square_resize
 
@@ -52,7 +52,7 @@ def frame_photo(
     height, width = image.shape[:2]
     face = main_face(detector.detect_still(image), height, width)
     if face is None:
-        return square_resize(image, size), "centre"
+        return limit_detail(square_resize(image, size), framing.detail_px), "centre"
     outcome: Outcome = "aligned" if framing.align and face.landmarks is not None else "box"
     return crop_face(image, face, framing, size), outcome
 

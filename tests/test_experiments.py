@@ -1,0 +1,43 @@
+"""The training defaults and `experiment=original` compose into what the docs say they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def composed(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
+
+
+def test_the_default_finetune_is_the_measured_best_combination() -> None:
+    cfg = composed("phase=finetune")
+    assert cfg["model"]["age_head"] == "distribution"
+    assert cfg["optim"]["plateau"] is None and cfg["optim"]["cosine"] == {"min_lr": 1.0e-6}
+    assert cfg["trainer"]["max_epochs"] == 10
+    assert cfg["callbacks"]["early_stopping"]["monitor"] == "val/age_mae"
+    assert cfg["data"]["crop"]["detail_px"] == 64
+    assert cfg["data"]["augment"]["sharpness"] and cfg["data"]["augment"]["blur"]
+
+
+@pytest.mark.parametrize("phase", ["frozen", "finetune"])
+def test_experiment_original_is_the_keras_recipe_in_both_phases(phase: str) -> None:
+    cfg = composed(f"phase={phase}", "experiment=original")
+    assert cfg["model"]["age_head"] == "regression" and cfg["loss"]["age"] == "l1"
+    assert cfg["loss"]["w_age"] == cfg["loss"]["w_gender"] == 1.0
+    assert cfg["data"]["crop"] is None  # photographs as stored
+    assert cfg["callbacks"]["early_stopping"]["monitor"] == "val/loss"
+    assert cfg["optim"]["cosine"] is None
+    extra = ("sharpness", "blur", "grayscale", "trivial", "erasing")
+    assert not any(cfg["data"]["augment"][key] for key in extra)
+    if phase == "finetune":
+        assert cfg["optim"]["plateau"]["monitor"] == "val/loss"
+        assert cfg["trainer"]["max_epochs"] == 15
+    else:  # the frozen phase never had a schedule, and caches its backbone features
+        assert cfg["optim"]["plateau"] is None
