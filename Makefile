@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_OUT ?= outputs/demo
-# Extra Hydra overrides for every demo training run, e.g. DEMO_ARGS="model.pretrained=imagenet"
+# Extra demo options and Hydra overrides for every demo training run, e.g. DEMO_ARGS=--imagenet
 DEMO_ARGS ?=
 
 .PHONY: demo test test-slow lint bench clean-cache

@@ -6,20 +6,7 @@ Open http://127.0.0.1:8000/ for live age and gender from the browser's webcam, o
 port ends with one line on stderr and exit code 2.
 """
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
-from agegender.errors import report_user_errors
-from agegender.serve.run import run_from_config
-
-
-@hydra.main(config_path="conf", config_name="serve", version_base="1.3")
-@report_user_errors
-def main(cfg: DictConfig) -> None:
-    run_from_config(OmegaConf.to_container(cfg, resolve=True))
-
+from agegender.cli import serve
 
 if __name__ == "__main__":
-    main()
+    serve()

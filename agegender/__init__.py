@@ -1,6 +1,6 @@
 """agegender: real-time age and gender estimation from faces."""
 
-__version__ = "0.1.0"
+from agegender.contract import VERSION as __version__  # noqa: N811
 
 __all__ = ["Face", "FaceAnalyzer", "FaceStream", "__version__"]
 

@@ -31,7 +31,8 @@ import numpy as np
 from agegender.checkpoint import resolve_checkpoint
 from agegender.errors import UserError
 from agegender.faces.detectors import Detector, build_detector
-from agegender.inference.live import FacePipeline, LiveSettings, live_settings, open_predictor
+from agegender.inference.backends import open_predictor
+from agegender.inference.live import FacePipeline, LiveSettings, live_settings
 from agegender.inference.predictor import Predictor
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import Track
@@ -126,7 +127,7 @@ class _Worker:
 
 def _open_worker(
     model: Path | Predictor,
-    detector: str | Detector,
+    detector: str | Mapping[str, Any] | Detector,
     detector_options: Mapping[str, Any] | None,
     settings: LiveSettings,
     outputs_dir: str | Path,
@@ -139,7 +140,7 @@ def _open_worker(
         else open_predictor(model, outputs_dir, device, threads)
     )
     if not isinstance(detector, Detector):
-        detector = build_detector(str(detector), **dict(detector_options or {}))
+        detector = build_detector(detector, **dict(detector_options or {}))
     worker = _Worker(predictor, detector)
     worker.stills = _pipeline(worker, settings)
     return worker
@@ -179,7 +180,7 @@ class FaceAnalyzer:
     def __init__(
         self,
         model: str | Path | Predictor = "latest",
-        detector: str | Detector = DEFAULT_DETECTOR,
+        detector: str | Mapping[str, Any] | Detector = DEFAULT_DETECTOR,
         *,
         detector_options: Mapping[str, Any] | None = None,
         settings: LiveSettings | Mapping[str, Any] | None = None,
@@ -227,12 +228,9 @@ class FaceAnalyzer:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> FaceAnalyzer:
         """From a composed live.yaml or serve.yaml config (ckpt, detector group, pipeline keys)."""
-        options = dict(cfg["detector"])
-        name = str(options.pop("name"))
         return cls(
             cfg["ckpt"],
-            name,
-            detector_options=options,
+            cfg["detector"],
             settings=cfg,
             outputs_dir=cfg.get("outputs_dir", "outputs"),
             device=cfg.get("device", "cpu"),

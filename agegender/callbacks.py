@@ -15,7 +15,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
-from agegender.inference.overlay import label_text
+from agegender.contract import label_text
+from agegender.deployed import predict_tensor
 from agegender.io import atomic_target, write_atomic
 
 matplotlib.use("Agg")  # no display needed
@@ -115,11 +116,9 @@ class SampleGrid(L.Callback):
         images = torch.stack([item["image"] for item in items])
         was_training = pl_module.training
         pl_module.eval()
-        with torch.no_grad():
-            age, logit = pl_module.net(images.to(pl_module.device))
+        predicted = predict_tensor(pl_module.net, images.to(pl_module.device)).cpu().numpy()
         pl_module.train(was_training)
-        p_female = torch.sigmoid(logit).cpu().numpy()
         truths = [label_text(float(i["age"]), float(i["gender"])) for i in items]
-        predictions = [label_text(a, p) for a, p in zip(age.cpu().numpy(), p_female, strict=True)]
+        predictions = [label_text(age, p_female) for age, p_female in predicted]
         grid = annotate_grid(images.numpy(), truths, predictions)
         logger.experiment.add_image("val/samples", grid, global_step=trainer.current_epoch)

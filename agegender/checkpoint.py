@@ -17,21 +17,13 @@ from typing import Any
 
 import torch
 
-from agegender import __version__
-from agegender.data.utkface import RACES
+from agegender.contract import LABELS, META_FORMAT, META_KEY, VERSION
 from agegender.errors import UserError
+from agegender.io import atomic_target
 from agegender.model import AgeGenderNet, NetConfig
 from agegender.resume import METRICS, is_finished
 from agegender.validation import validate_meta
 
-META_KEY = "agegender"
-META_FORMAT = 1
-LABELS = {
-    "age": "years",
-    "gender": "p_female = P(female); UTKFace gender 0 = male, 1 = female",
-    "race": list(RACES),
-    "pixels": "RGB, 0..255, NCHW; normalisation is inside the network",
-}
 # Newest best checkpoint of these phases, in this order, is what `ckpt=latest` means.
 LATEST_PHASES = ("finetune", "frozen")
 
@@ -55,7 +47,7 @@ def build_meta(
         "image_size": int(image_size),
         "age_range": [int(age_range[0]), int(age_range[1])],
         "labels": LABELS,
-        "version": __version__,
+        "version": VERSION,
         "phase": phase,
         "split_file": split_file,
         # the face framing trained on (faces.photo.PhotoCrop.to_meta); None = centre squares
@@ -72,6 +64,17 @@ class LoadedCheckpoint:
     @property
     def image_size(self) -> int:
         return int(self.meta["image_size"])
+
+
+def save_checkpoint(path: str | Path, net: AgeGenderNet, meta: dict[str, Any]) -> Path:
+    """Write `net` with `meta` as a checkpoint `load_checkpoint` reads (what Lightning's
+    checkpoints hold for inference: the net's weights under "net." and the metadata)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"net.{key}": value for key, value in net.state_dict().items()}
+    with atomic_target(path) as temporary:
+        torch.save({"state_dict": state, META_KEY: meta}, temporary)
+    return path
 
 
 def net_config(meta: dict[str, Any]) -> NetConfig:

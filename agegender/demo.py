@@ -16,6 +16,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from agegender.checkpoint import find_latest_best
+from agegender.scenes import make_face_clip
+
 console = Console()
 
 
@@ -31,40 +34,48 @@ def step(title: str, command: list[str]) -> None:
 
 
 def newest_run(outputs: Path, phase: str) -> Path:
-    return sorted((outputs / phase).iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+    """The run folder of the newest finished run of `phase` (what training just wrote)."""
+    best = find_latest_best(outputs, phase, anywhere=False)
+    if best is None:
+        console.print(f"[red]no finished {phase} run under {outputs}")
+        sys.exit(1)
+    return best.parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
+    parser.add_argument(
+        "--imagenet",
+        action="store_true",
+        help="start from ImageNet weights and finetune as the recipe does (needs the weights)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
     args = parser.parse_args(argv)
     outputs: Path = args.out
     python = sys.executable
-    common = ["experiment=demo", f"outputs_dir={outputs}", *args.overrides]
+    common = [f"outputs_dir={outputs}", *args.overrides]
+    # conf/experiment/demo*.yaml: demo_scratch finetunes every block of a random backbone,
+    # demo_imagenet keeps the recipe's finetune.
+    frozen_experiment, finetune_experiment = (
+        ("demo_imagenet", "demo_imagenet") if args.imagenet else ("demo", "demo_scratch")
+    )
     started = time.perf_counter()
 
-    step("1/5 frozen phase", [python, "train.py", "phase=frozen", *common])
-    # A random backbone gives the frozen phase little to build on, so the demo's finetune
-    # trains every block, at the frozen phase's learning rate (with ImageNet weights, the
-    # recipe's features[10:] at 1e-4 is the right choice).
-    scratch = [
-        "phase.trainable_from=0",
-        "optim.lr=1e-3",
-        "trainer.max_epochs=16",
-        "callbacks.early_stopping.patience=16",
-    ]
-    if any(o.startswith("model.pretrained=imagenet") for o in args.overrides):
-        scratch = []
-    step("2/5 finetune phase", [python, "train.py", "phase=finetune", *common, *scratch])
+    step(
+        "1/5 frozen phase",
+        [python, "train.py", "phase=frozen", f"experiment={frozen_experiment}", *common],
+    )
+    step(
+        "2/5 finetune phase",
+        [python, "train.py", "phase=finetune", f"experiment={finetune_experiment}", *common],
+    )
     finetune = newest_run(outputs, "finetune")
     best = finetune / "checkpoints" / "best.ckpt"
     onnx = finetune / "model.onnx"
     step("3/5 export to ONNX", [python, "export.py", f"ckpt={best}", f"out={onnx}"])
     report = finetune / "eval"
     step("4/5 evaluation report", [python, "eval.py", f"ckpt={best}", f"out={report}"])
-
-    from agegender.bench.live import make_face_clip  # astronaut faces moving on a backdrop
 
     clip = outputs / "live_input.mp4"
     make_face_clip(clip, faces=2, frames=90)

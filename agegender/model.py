@@ -242,3 +242,24 @@ def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise PretrainedWeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
     return state
+
+
+def build_net(
+    backbone: str = "mobilenet_v2",
+    hidden_units: int = 128,
+    dropout: float = 0.3,
+    age_head: str = "regression",
+    age_bins: tuple[int, int] = (0, 100),
+    pretrained: str = "imagenet",
+    weights: str | Path | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> AgeGenderNet:
+    """conf/model/*.yaml's `_target_`: a new network with its start weights and speed options."""
+    net = AgeGenderNet(NetConfig(backbone, hidden_units, dropout, age_head, tuple(age_bins)))
+    net.load_pretrained(pretrained, weights)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)  # NHWC weights: every convolution follows
+    if compile:
+        net.compile()  # in place: parameter names (and checkpoints) stay the plain network's
+    return net

@@ -17,7 +17,7 @@ from torchmetrics.aggregation import CatMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from agegender.calibration import expected_calibration_error, fit_temperature
-from agegender.checkpoint import META_KEY
+from agegender.contract import META_KEY
 from agegender.model import AgeGenderNet, NetConfig
 
 STAGES = ("train", "val", "test")

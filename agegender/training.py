@@ -12,11 +12,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agegender.callbacks import CurvePlotter, SampleGrid
 from agegender.checkpoint import (
     CheckpointError,
     LoadedCheckpoint,
@@ -26,11 +25,10 @@ from agegender.checkpoint import (
     net_config,
 )
 from agegender.data.datamodule import UTKFaceDataModule
-from agegender.data.feature_cache import FeatureCache
 from agegender.errors import UserError
 from agegender.faces.photo import PhotoCrop
 from agegender.io import write_atomic
-from agegender.model import NetConfig
+from agegender.model import AgeGenderNet
 from agegender.module import AgeGenderModule
 from agegender.resume import LAST, METRICS, RUNNING, ResumeError
 
@@ -90,13 +88,9 @@ def build_module(cfg: DictConfig, run_dir: Path, start: LoadedCheckpoint | None)
                 cfg.data.image_size,
             )
     else:
-        net = NetConfig(
-            cfg.model.backbone,
-            int(cfg.model.hidden_units),
-            float(cfg.model.dropout),
-            str(cfg.model.get("age_head", "regression")),
-            tuple(cfg.model.get("age_bins", (0, 100))),
-        )
+        # The module's own network gets the speed options (apply_speed_options).
+        fresh: AgeGenderNet = build(cfg.model, "model", channels_last=False, compile=False)
+        net = fresh.config
     meta = build_meta(
         net,
         cfg.data.image_size,
@@ -105,50 +99,48 @@ def build_module(cfg: DictConfig, run_dir: Path, start: LoadedCheckpoint | None)
         split_file=str(run_dir / "split.json"),
         crop=_crop_meta(cfg, start),
     )
-    module = AgeGenderModule(
-        net=net.to_dict(),
-        meta=meta,
-        loss=_container(cfg.loss),
-        optim=_container(cfg.optim),
-        trainable_from=cfg.phase.trainable_from,
-        init_age_bias=start is None,
-    )
-    if start is None:
-        module.net.load_pretrained(cfg.model.pretrained, cfg.model.weights)
-    else:
-        module.net.load_state_dict(start.net.state_dict())
+    # Its random init is replaced below: keep it off the seeded random stream.
+    with torch.random.fork_rng(devices=[]):
+        module = AgeGenderModule(
+            net=net.to_dict(),
+            meta=meta,
+            loss=_container(cfg.loss),
+            optim=_container(cfg.optim),
+            trainable_from=cfg.phase.trainable_from,
+            init_age_bias=start is None,
+        )
+    module.net.load_state_dict((fresh if start is None else start.net).state_dict())
     return module
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
-    callbacks_cfg = cfg.callbacks
-    callbacks: list[L.Callback] = [
-        FeatureCache(
-            cfg.data.get("feature_cache", "auto"),
-            batch_size=int(cfg.data.batch_size),
-            channels_last=bool(cfg.model.get("channels_last", False)),
-        ),
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor=callbacks_cfg.checkpoint.monitor,
-            mode=callbacks_cfg.checkpoint.mode,
-            save_last=True,
-            auto_insert_metric_name=False,
-        ),
-        EarlyStopping(
-            monitor=callbacks_cfg.early_stopping.monitor,
-            mode=callbacks_cfg.early_stopping.mode,
-            patience=int(callbacks_cfg.early_stopping.patience),
-        ),
-    ]
-    if callbacks_cfg.plots:
-        callbacks.append(CurvePlotter(run_dir / "plots", title=cfg.phase.name))
-    if cfg.logger.tensorboard:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-        if callbacks_cfg.sample_grid:
-            callbacks.append(SampleGrid(int(callbacks_cfg.sample_grid)))
-    return callbacks
+def build(node: DictConfig, name: str, **kwargs: Any) -> Any:
+    """Hydra's `instantiate`, with a user error from the built class (or a `_target_` that
+    cannot be imported or called) kept as one line rather than a wrapped traceback."""
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        first = (str(cause or error).strip().splitlines() or [""])[0]
+        raise UserError(f"{name}: cannot build {node.get('_target_')} ({first})") from error
+
+
+def instantiate_group(group: DictConfig | None, name: str) -> list[Any]:
+    """Every entry of a `callbacks:` or `logger:` config, built by Hydra from its `_target_`.
+
+    An entry set to null, false or 0 is switched off (`callbacks.plots=false`)."""
+    built: list[Any] = []
+    for key, entry in (group or {}).items():
+        if not entry:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise UserError(
+                f"{name}.{key}={entry}: give a mapping with _target_ (see conf/{name}/), or "
+                f"null to switch it off"
+            )
+        built.append(build(entry, f"{name}.{key}"))
+    return built
 
 
 def apply_speed_options(module: AgeGenderModule, model_cfg: DictConfig) -> None:
@@ -164,7 +156,7 @@ def apply_speed_options(module: AgeGenderModule, model_cfg: DictConfig) -> None:
 def trainer_flags(cfg: DictConfig) -> dict[str, Any]:
     """cfg.trainer, refusing keys that lightning.Trainer does not take (one line, not a
     TypeError traceback)."""
-    flags = _container(cfg.trainer)
+    flags = {k: v for k, v in _container(cfg.trainer).items() if not k.startswith("_")}
     known = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
     unknown = sorted(set(flags) - known)
     if "resume_from_checkpoint" in unknown:
@@ -196,6 +188,22 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     return last
 
 
+def split_file(
+    cfg: DictConfig, run_dir: Path, start: LoadedCheckpoint | None, resume_from: Path | None
+) -> str | None:
+    """The split to reuse: a resumed run's own, else data.split_file, else (finetune) the
+    start checkpoint's, so the frozen phase's test set stays the test set."""
+    if resume_from is not None and (run_dir / "split.json").is_file():
+        return str(run_dir / "split.json")
+    if cfg.data.get("split_file"):
+        return str(cfg.data.split_file)
+    inherited = start.meta.get("split_file") if start is not None else None
+    if inherited and Path(inherited).is_file():
+        log.info("using the split of the start checkpoint: %s", inherited)
+        return str(inherited)
+    return None
+
+
 def finite(value: Any) -> Any:
     """NaN and infinities (an empty split's metrics) as None, so metrics.json is valid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -215,14 +223,15 @@ def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     L.seed_everything(int(cfg.seed), workers=True)
     # A backbone without ImageNet weights drives activations into denormal floats, which x86
-    # CPUs compute many times slower; flushing them to zero changes nothing measurable
-    # (measured: frozen-phase feature pass 83 -> 209 images/s at 64 px).
+    # CPUs compute many times slower; flushing them to zero changes no result
+    # (docs/training_at_scale.md).
     torch.set_flush_denormal(True)
     if cfg.phase.name not in PHASES:
         raise UserError(f"phase={cfg.phase.name}: choose phase=frozen or phase=finetune")
-    flags = trainer_flags(cfg)
+    trainer_flags(cfg)  # bad flags: one line before any work
     resume_from = resume_checkpoint(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.run_dir = str(run_dir)  # what ${run_dir} means in the logger/ and callbacks/ configs
     if resume_from is not None:
         # The architecture comes from the run itself; Lightning restores everything else.
         start: LoadedCheckpoint | None = load_checkpoint(resume_from)
@@ -233,25 +242,15 @@ def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         start = None
     module = build_module(cfg, run_dir, start)
     apply_speed_options(module, cfg.model)
-    data_cfg = _container(cfg.data)
-    inherited = start.meta.get("split_file") if start is not None else None
-    if resume_from is not None and (run_dir / "split.json").is_file():
-        data_cfg["split_file"] = str(run_dir / "split.json")  # the run's own split, exactly
-    elif inherited and not data_cfg.get("split_file") and Path(inherited).is_file():
-        # Keep the frozen phase's test set exactly: reuse its saved split.
-        data_cfg["split_file"] = inherited
-        log.info("using the split of the start checkpoint: %s", inherited)
-    datamodule = UTKFaceDataModule(data_cfg, split_dir=run_dir)
-    logger = (
-        TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", default_hp_metric=False)
-        if cfg.logger.tensorboard
-        else False
+    datamodule: UTKFaceDataModule = build(
+        cfg.data, "data", split_file=split_file(cfg, run_dir, start, resume_from), split_dir=run_dir
     )
-    trainer = L.Trainer(
-        **flags,
+    trainer: L.Trainer = build(
+        cfg.trainer,
+        "trainer",
         default_root_dir=run_dir,
-        logger=logger,
-        callbacks=build_callbacks(cfg, run_dir),
+        logger=instantiate_group(cfg.get("logger"), "logger") or False,
+        callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
     )
     if trainer.is_global_zero:
         write_atomic(run_dir / RUNNING, f"pid {os.getpid()}\n")

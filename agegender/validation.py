@@ -149,7 +149,7 @@ LIVE = {
     "scan_every": Int(1),
     "predict_every": Int(1),
     "smoothing": FRACTION,
-    "max_age": Int(0),
+    "max_missed_frames": Int(0),
     "hold": Int(0),
     "iou_threshold": Float(0, 1),
     "tta": Choice("none", "flip", optional=True),

@@ -10,20 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from agegender.checkpoint import build_meta
-from agegender.model import NetConfig
-from agegender.module import AgeGenderModule
+from agegender.checkpoint import build_meta, save_checkpoint
+from agegender.scenes import random_net
+from agegender.scenes import write_untrained_checkpoint as write_scene_checkpoint
 
 
 def write_untrained_checkpoint(path: Path, image_size: int = 64, seed: int = 0) -> Path:
     """A valid agegender checkpoint with random weights (fast; for plumbing tests)."""
-    torch.manual_seed(seed)
-    net = NetConfig()
-    module = AgeGenderModule(net=net.to_dict(), meta=build_meta(net, image_size, (1, 80), "frozen"))
-    module.net.init_age_bias(30.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": module.state_dict(), "agegender": module.meta}, path)
-    return path
+    return write_scene_checkpoint(path, image_size, seed, framed=False)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +38,7 @@ LEARNING_OVERRIDES = (
     "data.num_workers=0",
     "trainer.max_epochs=20",
     "callbacks.early_stopping.patience=20",
-    "callbacks.sample_grid=4",
+    "callbacks.sample_grid.count=4",
 )
 
 
@@ -98,7 +92,6 @@ def brief_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) ->
     """
     from hydra import compose, initialize_config_dir
 
-    from agegender.bench.infer import random_net
     from agegender.training import run_phase
 
     folder = tmp_path_factory.mktemp("brief")
@@ -107,9 +100,7 @@ def brief_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) ->
     try:
         net = random_net(64)
         net.init_age_bias(35.0)
-        state = {f"net.{key}": value for key, value in net.state_dict().items()}
-        meta = build_meta(net.config, 64, (1, 80), "frozen")
-        torch.save({"state_dict": state, "agegender": meta}, folder / "start.ckpt")
+        save_checkpoint(folder / "start.ckpt", net, build_meta(net.config, 64, (1, 80), "frozen"))
         overrides = [
             "phase=finetune",
             f"init_from={folder / 'start.ckpt'}",

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agegender.bench.serve import face_frame, jpeg
 from agegender.faces.detectors import Box
+from agegender.scenes import face_frame, jpeg
 from agegender.serve.run import bind
 
 __all__ = ["face_frame", "iou", "jpeg", "running_server", "serve_config"]

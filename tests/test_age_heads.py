@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agegender.checkpoint import build_meta, load_checkpoint
+from agegender.checkpoint import build_meta, load_checkpoint, save_checkpoint
 from agegender.model import AgeGenderNet, NetConfig
 from agegender.module import AgeGenderModule, DistributionAgeLoss, soft_age_labels
 
@@ -94,12 +94,11 @@ def test_the_initial_bias_starts_the_expectation_near_the_mean() -> None:
 def test_checkpoints_keep_the_head_and_old_ones_still_load(tmp_path) -> None:
     for config in (DIST, NetConfig()):
         net = AgeGenderNet(config).eval()
-        state = {f"net.{k}": v for k, v in net.state_dict().items()}
         meta = build_meta(config, 32, (1, 80), "frozen")
         if config.age_head == "regression":  # written before the distribution head existed
             meta["net"] = {k: meta["net"][k] for k in ("backbone", "hidden_units", "dropout")}
         path = tmp_path / f"{config.age_head}.ckpt"
-        torch.save({"state_dict": state, "agegender": meta}, path)
+        save_checkpoint(path, net, meta)
         loaded = load_checkpoint(path)
         assert loaded.net.config == config
         image = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)

@@ -117,7 +117,7 @@ def test_duplicates_never_land_on_both_sides(tmp_path: Path) -> None:
     copy.mkdir()
     for file in list(root.glob("*.jpg"))[:10]:
         (copy / file.name).write_bytes(file.read_bytes())
-    module = UTKFaceDataModule(data_config(root, tmp_path / "cache"), split_dir=tmp_path / "run")
+    module = UTKFaceDataModule(**data_config(root, tmp_path / "cache"), split_dir=tmp_path / "run")
     module.setup("fit")
     digests = {
         name: {s.digest for s in module.samples_of(name)} for name in ("train", "val", "test")
@@ -129,7 +129,7 @@ def test_duplicates_never_land_on_both_sides(tmp_path: Path) -> None:
 
 def test_saved_split_round_trips_and_detects_changed_folders(tmp_path: Path) -> None:
     root = small_folder(tmp_path / "data", 20)
-    module = UTKFaceDataModule(data_config(root, tmp_path / "cache"), split_dir=tmp_path / "run")
+    module = UTKFaceDataModule(**data_config(root, tmp_path / "cache"), split_dir=tmp_path / "run")
     module.setup("fit")
     split_file = tmp_path / "run" / "split.json"
     saved = json.loads(split_file.read_text())
@@ -150,7 +150,7 @@ def test_save_split_writes_atomically(tmp_path: Path) -> None:
 
 def test_batches_are_uint8_images_with_float_targets(tmp_path: Path) -> None:
     root = small_folder(tmp_path / "data", 20)
-    module = UTKFaceDataModule(data_config(root, tmp_path / "cache"))
+    module = UTKFaceDataModule(**data_config(root, tmp_path / "cache"))
     module.setup("fit")
     batch = next(iter(module.train_dataloader()))
     assert batch["image"].dtype.is_floating_point is False

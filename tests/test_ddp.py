@@ -11,8 +11,9 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-# The entry point of train.py plus a probe callback that writes what each rank saw. Lightning's
-# DDP launcher re-runs this script for rank 1, with the same Hydra run folder.
+# The entry point of train.py plus a probe callback (added by config) that writes what each
+# rank saw. Lightning's DDP launcher re-runs this script for rank 1, with the same Hydra run
+# folder.
 PROBE = textwrap.dedent(
     """
     import json, os
@@ -27,7 +28,7 @@ PROBE = textwrap.dedent(
 
     class Probe(L.Callback):
         def __init__(self, run_dir):
-            self.run_dir, self.sampler, self.indices = run_dir, None, []
+            self.run_dir, self.sampler, self.indices = Path(run_dir), None, []
 
         def on_train_epoch_start(self, trainer, pl_module):
             sampler = trainer.train_dataloader.sampler
@@ -44,9 +45,6 @@ PROBE = textwrap.dedent(
                 "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             }
             (self.run_dir / f"probe-rank{rank}.json").write_text(json.dumps(record))
-
-    build_callbacks = training.build_callbacks
-    training.build_callbacks = lambda cfg, run_dir: [*build_callbacks(cfg, run_dir), Probe(run_dir)]
 
     @hydra.main(config_path=os.environ["AGEGENDER_CONF"], config_name="train", version_base="1.3")
     def main(cfg):
@@ -81,6 +79,8 @@ def test_two_process_ddp_run_logs_once_with_identical_metrics_on_both_ranks(
             "data.image_size=32",
             "data.batch_size=8",
             "model.pretrained=none",
+            # the probe joins the callbacks by config alone, as any callback can
+            "+callbacks.probe={_target_: __main__.Probe, run_dir: ${run_dir}}",
             f"data.cache_dir={tmp_path / 'cache'}",
             f"outputs_dir={outputs}",
         ],

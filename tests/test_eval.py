@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from agegender.checkpoint import CheckpointError
+from agegender.contract import RACES
 from agegender.data.split import SplitMismatchError
-from agegender.data.utkface import RACES, DatasetError, age_band, parse_name
+from agegender.data.utkface import DatasetError, age_band, parse_name
 from agegender.errors import UserError
 from agegender.evaluation.data import EvalDataError, load_eval_set
 from agegender.evaluation.metrics import GENDERS

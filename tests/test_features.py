@@ -14,13 +14,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from agegender.bench.workload import calibrate_batchnorm, torch_threads
+from agegender.bench.workload import torch_threads
 from agegender.data.cache import ImageStore, open_or_build
-from agegender.data.feature_cache import FeatureCacheError
-from agegender.data.features import EmbeddingDataset, open_or_build_features
+from agegender.data.features import EmbeddingDataset, FeatureCacheError, open_or_build_features
 from agegender.data.synthetic import generate_dataset
 from agegender.data.utkface import discover
 from agegender.model import AgeGenderNet
+from agegender.scenes import calibrate_batchnorm
 from agegender.training import run_phase
 from tests.conftest import REPO
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from skimage import data as skimage_data
 
-from agegender.bench.live import make_face_clip
 from agegender.faces.detectors import Box
+from agegender.scenes import make_face_clip
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 45

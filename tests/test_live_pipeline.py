@@ -14,12 +14,12 @@ from agegender.checkpoint import CheckpointError, load_checkpoint
 from agegender.export.parity import parity_batch
 from agegender.faces.crop import Framing, box_crop
 from agegender.faces.detectors import Box, Detector, FullFrameDetector
+from agegender.inference.backends import open_predictor
 from agegender.inference.live import (
     FacePipeline,
     LiveError,
     LiveSettings,
     crop_faces,
-    open_predictor,
     resolve_display,
     run,
 )

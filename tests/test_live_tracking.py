@@ -53,8 +53,8 @@ def test_one_missed_detection_does_not_hide_the_face() -> None:
     assert tracker.step([moving_box(3)])[0].id == 1  # back: same id
 
 
-def test_lost_tracks_expire_after_max_age() -> None:
-    tracker = IouTracker(max_age=5)
+def test_lost_tracks_expire_after_max_missed_frames() -> None:
+    tracker = IouTracker(max_missed_frames=5)
     tracker.step([moving_box(0)])
     for _ in range(6):
         tracker.step([])

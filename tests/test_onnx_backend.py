@@ -11,8 +11,9 @@ import pytest
 from agegender.checkpoint import CheckpointError
 from agegender.errors import UserError
 from agegender.export.parity import generated_images
+from agegender.inference.backends import load_predictor
 from agegender.inference.onnx_backend import OnnxModelError, OnnxPredictor
-from agegender.inference.predictor import TorchPredictor, load_predictor
+from agegender.inference.predictor import TorchPredictor
 
 
 def test_onnx_predictor_matches_the_torch_predictor(

@@ -13,7 +13,7 @@ FRAMES = 20
 
 
 def test_live_runs_on_an_exported_onnx_model(brief_onnx: Path, tmp_path: Path) -> None:
-    from agegender.bench.live import make_face_clip
+    from agegender.scenes import make_face_clip
 
     clip, out, faces = tmp_path / "clip.mp4", tmp_path / "out.mp4", tmp_path / "faces.jsonl"
     make_face_clip(clip, faces=1, frames=FRAMES)

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from agegender.api import FaceAnalyzer
-from agegender.bench.serve import faces_frame
 from agegender.faces.detectors import Box
+from agegender.scenes import faces_frame
 from agegender.serve import ServeSettings, create_app
 from tests.serving import iou, running_server, serve_config
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from agegender.io import write_atomic
+
 ENTRIES = ("data", "frozen", "train", "infer", "live", "serve")
 
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         results["entries"].append(module.run(quick=args.quick))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+        write_atomic(args.json, json.dumps(results, indent=2))
     return 0
 
 

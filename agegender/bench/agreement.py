@@ -23,13 +23,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agegender.data.split import read_split
 from agegender.evaluation.data import load_eval_set
 from agegender.evaluation.run import predict_all
 from agegender.faces.detectors import build_detector
 from agegender.faces.photo import main_face
+from agegender.inference.backends import load_predictor
 from agegender.inference.live import FacePipeline, LiveSettings, set_threads
-from agegender.inference.predictor import Predictor, load_predictor
+from agegender.inference.predictor import Predictor
 from agegender.inference.sources import Frame
+from agegender.io import write_atomic
 
 
 def scores(ages: np.ndarray, genders: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -78,7 +81,7 @@ def run(
     else:
         split = split or Path(meta["split_file"])
         data_cfg["split_file"] = str(split)
-        data_cfg["root"] = str(root or json.loads(split.read_text())["root"])
+        data_cfg["root"] = str(root or read_split(split).root)
     sets = {mode: load_eval_set(meta, data_cfg, "test", crop=mode) for mode in ("face", "dataset")}
     photos = sets["face"]
     files = [photos.root / relpath for relpath in photos.relpaths]
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        args.json.write_text(text)
+        write_atomic(args.json, text)
     return 0
 
 

@@ -74,13 +74,13 @@ def loaders(root: Path, cache_dir: Path, phase: str) -> dict[str, DataLoader]:
         f"data.cache_dir={cache_dir}",
         f"data.image_size={IMAGE_SIZE}",
     )
-    datamodule = UTKFaceDataModule(OmegaConf.to_container(cfg.data, resolve=True))
+    datamodule = UTKFaceDataModule.from_config(OmegaConf.to_container(cfg.data, resolve=True))
     datamodule.prepare_data()
     datamodule.setup("fit")
     found = {"image store": datamodule.train_dataloader()}
     workers = int(cfg.data.num_workers)
     if found["image store"].num_workers != workers:
-        datamodule.config["workers_when_light"] = True
+        datamodule.config["workers_for_flip_only"] = True
         found[f"image store, {workers} workers"] = datamodule.train_dataloader()
     samples = datamodule.samples_of("train")
     datamodule.datasets["train"] = DecodingDataset(

@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from agegender.bench.workload import (
     THREADS,
-    calibrate_batchnorm,
     faces,
     print_result,
     quiet_lightning,
@@ -30,9 +29,9 @@ from agegender.bench.workload import (
     train_config,
 )
 from agegender.data.datamodule import UTKFaceDataModule
-from agegender.data.feature_cache import FeatureCache
 from agegender.data.features import open_or_build_features
-from agegender.training import apply_speed_options, build_module
+from agegender.scenes import calibrate_batchnorm
+from agegender.training import apply_speed_options, build_module, trainer_flags
 
 COUNT, QUICK_COUNT = 640, 48
 IMAGE_SIZE, QUICK_IMAGE_SIZE = 128, 32
@@ -58,7 +57,7 @@ def fit_epochs(cfg: DictConfig, run_dir: Path, cached: bool, epochs: int) -> dic
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = build_module(cfg, run_dir, None)
     apply_speed_options(module, cfg.model)
-    datamodule = UTKFaceDataModule(OmegaConf.to_container(cfg.data, resolve=True))
+    datamodule = UTKFaceDataModule.from_config(OmegaConf.to_container(cfg.data, resolve=True))
     datamodule.prepare_data()
     datamodule.setup("fit")
     calibrate_batchnorm(module.net, torch.from_numpy(np.array(datamodule.data.store.images[:32])))
@@ -77,15 +76,15 @@ def fit_epochs(cfg: DictConfig, run_dir: Path, cached: bool, epochs: int) -> dic
         )
     timer = EpochTimer()
     trainer_cfg = {
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_flags(cfg),
         "max_epochs": epochs,
         "logger": False,
         "enable_checkpointing": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,
     }
-    cache = FeatureCache(cached, channels_last=bool(cfg.model.channels_last), progress=False)
-    trainer = L.Trainer(**trainer_cfg, callbacks=[cache, timer])
+    datamodule.config["feature_cache"] = cached
+    trainer = L.Trainer(**trainer_cfg, callbacks=[timer])
     trainer.fit(module, datamodule=datamodule)
     if cached and not datamodule.embeddings:
         raise RuntimeError("the feature cache was not used")

@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from agegender.bench.workload import best_of, calibrate_batchnorm
+from agegender.bench.workload import best_of
 from agegender.checkpoint import build_meta
 from agegender.export.graph import write_onnx
 from agegender.export.metadata import metadata_props, write_onnx_metadata
 from agegender.export.quantize import quantize_int8
 from agegender.export.speed import images_per_second
 from agegender.inference.onnx_backend import OnnxPredictor
-from agegender.model import AgeGenderNet, NetConfig
+from agegender.model import AgeGenderNet
+from agegender.scenes import random_images, random_net
 
 IMAGE_SIZE = 128
 QUICK_IMAGE_SIZE = 64
@@ -36,19 +37,6 @@ THREADS = 1
 ROUNDS = 3
 BATCHES = (1, 64)
 QUICK_BATCHES = (1, 8)
-
-
-def random_images(count: int, size: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (count, 3, size, size), dtype=np.uint8)
-
-
-def random_net(image_size: int = IMAGE_SIZE, seed: int = 0) -> AgeGenderNet:
-    """Random weights with BatchNorm statistics estimated on random images (see above)."""
-    torch.manual_seed(seed)
-    net = AgeGenderNet(NetConfig())
-    calibrate_batchnorm(net, torch.from_numpy(random_images(32, image_size, seed=seed)))
-    return net.eval()
 
 
 def torch_eager(net: AgeGenderNet) -> Any:

@@ -33,11 +33,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from agegender.bench.live import FacePatch, astronaut_patch, background, write_bench_checkpoint
-from agegender.faces.detectors import Box
+from agegender.scenes import face_frame, jpeg, write_untrained_checkpoint
 
 THREADS = 1  # as conf/serve.yaml
 WORKERS = 2
@@ -45,59 +43,6 @@ SETTINGS = {"detect_every": 1}  # the pipeline keys where conf/serve.yaml differ
 FRAME_SIZE = (640, 480)
 # The longer side uploads are detected at in the extra row (serve.py detector.still_max=...)
 FAST_STILL_MAX = 320
-
-
-def faces_frame(heads: list[tuple[int, int, int]]) -> tuple[np.ndarray, list[Box]]:
-    """A 640x480 BGR frame with the astronaut's head at each (x, y, side) (top-left, side in
-    pixels), and where each face is (the box the detector finds in the full photograph,
-    moved and scaled)."""
-    patch = _patch()
-    frame = _background().astype(np.float32)
-    boxes = []
-    for x, y, side in heads:
-        factor = side / patch.image.shape[0]
-        image = cv2.resize(patch.image, (side, side), interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(patch.mask, (side, side), interpolation=cv2.INTER_AREA)[..., None]
-        region = frame[y : y + side, x : x + side]
-        region[:] = mask * image.astype(np.float32) + (1 - mask) * region
-        face = patch.face
-        boxes.append(
-            Box(
-                face.x1 * factor + x,
-                face.y1 * factor + y,
-                face.x2 * factor + x,
-                face.y2 * factor + y,
-            )
-        )
-    return frame.astype(np.uint8), boxes
-
-
-def face_frame(x: int, y: int, side: int = 160) -> tuple[np.ndarray, Box]:
-    """A frame with one head at (x, y), and its face box (see `faces_frame`)."""
-    frame, (box,) = faces_frame([(x, y, side)])
-    return frame, box
-
-
-_cache: dict[str, Any] = {}
-
-
-def _patch() -> FacePatch:
-    if "patch" not in _cache:
-        _cache["patch"] = astronaut_patch()
-    return _cache["patch"]
-
-
-def _background() -> np.ndarray:
-    if "background" not in _cache:
-        _cache["background"] = background(FRAME_SIZE)
-    return _cache["background"]
-
-
-def jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
-    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return data.tobytes()
 
 
 def _serve(model: str, port: int, detector_options: dict[str, Any] | None = None) -> None:
@@ -281,7 +226,7 @@ def run(quick: bool = False) -> dict:
     stream = clip_frames()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="agegender-bench-serve-") as tmp:
-        checkpoint = write_bench_checkpoint(Path(tmp) / "bench.ckpt")
+        checkpoint = write_untrained_checkpoint(Path(tmp) / "bench.ckpt")
         model = export(checkpoint, out=Path(tmp) / "bench.onnx", parity_images=4).path
         rows.append(
             {

@@ -29,7 +29,6 @@ from omegaconf import DictConfig
 
 from agegender.bench.workload import (
     THREADS,
-    calibrate_batchnorm,
     faces,
     print_result,
     quiet_lightning,
@@ -39,6 +38,7 @@ from agegender.bench.workload import (
 from agegender.data.cache import open_or_build
 from agegender.data.utkface import discover
 from agegender.module import AgeGenderModule
+from agegender.scenes import calibrate_batchnorm
 from agegender.training import apply_speed_options, build_module
 
 SIZE, BATCH, STEPS, ROUNDS = 128, 32, 20, 4

@@ -19,22 +19,16 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-from torch import nn
 
-import agegender
+from agegender.configs import config_dir
 from agegender.data.synthetic import generate_dataset
-from agegender.model import AgeGenderNet
 
-CONF_DIR = Path(agegender.__file__).resolve().parents[1] / "conf"
+CONF_DIR = config_dir()
 THREADS = 1  # intra-op threads for the training benchmarks, as for inference and live
 
 
 def train_config(*overrides: str) -> DictConfig:
     """The config train.py would compose with these overrides."""
-    if not (CONF_DIR / "train.yaml").is_file():
-        raise FileNotFoundError(
-            f"{CONF_DIR}/train.yaml not found: run the benchmarks from a source checkout"
-        )
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=list(overrides))
 
@@ -42,29 +36,6 @@ def train_config(*overrides: str) -> DictConfig:
 def faces(folder: Path, count: int) -> Path:
     """UTKFace-format generated faces at UTKFace's 200 px (what a loader decodes)."""
     return generate_dataset(folder / "faces", count, seed=0, image_size=200, progress=False)
-
-
-@torch.no_grad()
-def calibrate_batchnorm(net: AgeGenderNet, images: torch.Tensor) -> None:
-    """Re-estimate every BatchNorm's statistics on `images` (uint8 RGB batch).
-
-    The benchmarks cannot download ImageNet weights. A random MobileNetV2 with untouched
-    statistics shrinks activations layer after layer (pooled features ~1e-9, the same for
-    every face), unlike a trained one; with two threads its training step also ran 7x slower
-    (312 ms against 44 ms at 32 px, measured; flushing denormals recovered part of it).
-    Fitted statistics keep values in a trained network's range.
-    """
-    layers = [layer for layer in net.modules() if isinstance(layer, nn.BatchNorm2d)]
-    momenta = [layer.momentum for layer in layers]
-    was_training = net.training
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # a plain average over the calibration batch
-        layer.train()
-    net.embed(images)
-    for layer, momentum in zip(layers, momenta, strict=True):
-        layer.momentum = momentum
-    net.train(was_training)  # frozen blocks back to eval mode
 
 
 def best_of(rounds: int, pair: dict[str, Callable[[], float]]) -> dict[str, float]:
@@ -88,8 +59,8 @@ def torch_threads(count: int) -> Iterator[None]:
     """Run with `count` intra-op threads, then restore the previous setting.
 
     On a shared CPU, OpenMP threads spin-wait for each other at every operator: when another
-    process holds a core, each waits a scheduler slice (measured: 2.4 s instead of 0.02 s for
-    one forward pass at 32 px). One thread per process keeps timings and ratios meaningful.
+    process holds a core, each waits a scheduler slice (docs/training_at_scale.md, Threads).
+    One thread per process keeps timings and ratios meaningful.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(count)

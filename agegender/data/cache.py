@@ -25,7 +25,7 @@ from rich.progress import track
 
 from agegender.data.utkface import Sample
 from agegender.faces.photo import OUTCOMES, PhotoCrop
-from agegender.io import remove_stale_temps
+from agegender.io import atomic_target, remove_stale_temps, write_atomic
 from agegender.preprocess import ImageDecodeError, decode_bgr, square_resize
 
 log = logging.getLogger(__name__)
@@ -117,12 +117,39 @@ def open_or_build(
         log.warning("image store %s has an unexpected shape; rebuilding it", array_path)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in remove_stale_temps(cache_dir, "images-*.tmp-*"):  # a killed build's leftovers
+    for stale in remove_stale_temps(cache_dir, "*images-*.tmp-*"):  # a killed build's leftovers
         log.info("removed %s, left by a build that was killed", stale.name)
-    suffix = f".tmp-{os.getpid()}"
-    array_tmp = array_path.with_name(array_path.name + suffix)
+    with atomic_target(array_path) as array_tmp:
+        valid, outcomes = _build_store(
+            array_tmp, root, samples, image_size, crop, progress, workers
+        )
+    write_atomic(  # last: its presence marks the store complete
+        meta_path,
+        json.dumps(
+            {
+                "version": STORE_VERSION,
+                "image_size": image_size,
+                "crop": None if crop is None else json.loads(crop.key()),
+                "valid": valid.tolist(),
+                "outcomes": outcomes,
+            }
+        ),
+    )
+    return ImageStore(array_path, open_store(array_path), valid, len(samples), outcomes)
+
+
+def _build_store(
+    array_path: Path,
+    root: Path,
+    samples: Sequence[Sample],
+    image_size: int,
+    crop: PhotoCrop | None,
+    progress: bool,
+    workers: int | None,
+) -> tuple[np.ndarray, list[str]]:
+    """Decode (and frame) every photograph into a new uint8 array at `array_path`."""
     shape = (len(samples), 3, image_size, image_size)
-    images = np.lib.format.open_memmap(array_tmp, mode="w+", dtype=np.uint8, shape=shape)
+    images = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=shape)
     valid = np.zeros(len(samples), dtype=bool)
     outcomes: list[str] = []
     files = [root / sample.relpath for sample in samples]
@@ -147,18 +174,4 @@ def open_or_build(
                 valid[index] = not (skip_misses and outcome == "centre")
     images.flush()
     del images
-    os.replace(array_tmp, array_path)
-    meta_tmp = meta_path.with_name(meta_path.name + suffix)
-    meta_tmp.write_text(
-        json.dumps(
-            {
-                "version": STORE_VERSION,
-                "image_size": image_size,
-                "crop": None if crop is None else json.loads(crop.key()),
-                "valid": valid.tolist(),
-                "outcomes": outcomes,
-            }
-        )
-    )
-    os.replace(meta_tmp, meta_path)  # last: its presence marks the store complete
-    return ImageStore(array_path, open_store(array_path), valid, len(samples), outcomes)
+    return valid, outcomes

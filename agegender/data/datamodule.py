@@ -8,7 +8,9 @@ process) reopens them, so the cache is built once and never raced.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,16 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from agegender.data.cache import UNREADABLE, ImageStore, open_or_build, open_store
-from agegender.data.features import EmbeddingDataset, FeatureStore
+from agegender.data.features import (
+    EmbeddingDataset,
+    FeatureCacheError,
+    FeatureStore,
+    backbone_digest,
+    only_flip,
+    open_or_build_features,
+    parse_mode,
+    reason_not_cacheable,
+)
 from agegender.data.split import Split, load_split, make_split, save_split
 from agegender.data.utkface import (
     DOWNLOAD_HELP,
@@ -81,12 +92,6 @@ def build_augmentation(config: dict[str, Any] | None) -> v2.Transform | None:
             )
         )
     return v2.Compose(steps) if steps else None
-
-
-def only_flip(config: dict[str, Any] | None) -> bool:
-    """True when horizontal flip is the sole augmentation configured (or none is)."""
-    config = config or {}
-    return not any(value for key, value in config.items() if key != "hflip")
 
 
 class FaceDataset(Dataset):
@@ -219,9 +224,52 @@ def framing_line(crop: PhotoCrop | None, counts: dict[str, int]) -> str:
 
 
 class UTKFaceDataModule(L.LightningDataModule):
-    def __init__(self, config: dict[str, Any], split_dir: str | Path | None = None) -> None:
+    """conf/data/*.yaml, built by Hydra (`_target_`): every key is an argument here.
+
+    `feature_cache` chooses the frozen phase's data path: auto (the default) serves pooled
+    backbone features computed once per image (and flipped image) instead of images whenever
+    the trainer's model has its whole backbone frozen and flip is the only augmentation;
+    true insists (an error otherwise); false always serves images.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        cache_dir: str = ".cache/agegender",
+        image_size: int = 128,
+        age_range: Sequence[int] = (1, 80),
+        crop: dict[str, Any] | None = None,
+        split: dict[str, Any] | None = None,
+        split_file: str | None = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        workers_for_flip_only: bool = True,
+        augment: dict[str, Any] | None = None,
+        feature_cache: str | bool = "auto",
+        synthetic: dict[str, Any] | None = None,
+        split_dir: str | Path | None = None,
+    ) -> None:
         super().__init__()
-        self.config = config
+        # One dict, as prepare() and the reports take it (plain types: it is also logged).
+        self.config: dict[str, Any] = {
+            "root": root,
+            "cache_dir": str(cache_dir),
+            "image_size": int(image_size),
+            "age_range": list(age_range),
+            "crop": crop,
+            "split": split or {},
+            "split_file": split_file,
+            "batch_size": int(batch_size),
+            "num_workers": int(num_workers),
+            "pin_memory": bool(pin_memory),
+            "persistent_workers": bool(persistent_workers),
+            "workers_for_flip_only": bool(workers_for_flip_only),
+            "augment": augment,
+            "feature_cache": parse_mode(feature_cache),
+            "synthetic": synthetic,
+        }
         self.split_dir = Path(split_dir) if split_dir else None
         self.data: PreparedData | None = None
         self.split: Split | None = None
@@ -230,13 +278,27 @@ class UTKFaceDataModule(L.LightningDataModule):
         # Served instead of images when the frozen phase uses the feature cache; `datasets`
         # keep the images (prediction grids, evaluation).
         self.embeddings: dict[str, EmbeddingDataset] = {}
+        self.features: FeatureStore | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], split_dir: str | Path | None = None
+    ) -> UTKFaceDataModule:
+        """From a data config as a plain dict (keys this class does not take are left out)."""
+        names = set(inspect.signature(cls.__init__).parameters) - {"self", "split_dir"}
+        return cls(**{k: v for k, v in config.items() if k in names}, split_dir=split_dir)
 
     def prepare_data(self) -> None:
         prepare(self.config)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.data is not None:
-            return
+        if self.data is None:
+            self._open_data()
+        if stage in ("fit", "validate", "test") and self.trainer is not None:
+            self._use_cached_features()
+
+    def _open_data(self) -> None:
+        """Reopen the image store, make or load the split (saved beside the run), datasets."""
         self.data = prepare(self.config, progress=False)
         for line in summary_lines(self.data.root, len(self.data.samples), self.data.skipped):
             log.info(line)
@@ -260,6 +322,59 @@ class UTKFaceDataModule(L.LightningDataModule):
         augment = build_augmentation(self.config.get("augment"))
         for name in ("train", "val", "test"):
             self.datasets[name] = self.make_dataset(name, augment if name == "train" else None)
+
+    def _use_cached_features(self) -> None:
+        """data.feature_cache: serve cached backbone features when the model allows it.
+
+        Called in `setup`, after the image store is open and before the model moves to its
+        device or gets wrapped for DDP. Every rank builds; the builder's file lock makes the
+        first one compute and the others reuse."""
+        mode = self.config["feature_cache"]
+        if mode is False or self.features is not None:
+            return
+        assert self.trainer is not None and self.data is not None
+        net = self.trainer.lightning_module.net
+        augment = self.config.get("augment")
+        reason = reason_not_cacheable(net, augment)
+        if reason is not None:
+            if mode is True:
+                raise FeatureCacheError(
+                    f"data.feature_cache=true, but {reason}. Use data.feature_cache=auto to "
+                    f"fall back to the full pass, or set data.augment.affine=null "
+                    f"data.augment.color_jitter=null"
+                )
+            log.info("feature cache off: %s, so every batch runs the backbone", reason)
+            return
+        flip = bool((augment or {}).get("hflip"))
+        first = next(net.features.parameters())  # the model's memory format (model.channels_last)
+        channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
+        self.features = open_or_build_features(
+            net,
+            self.data.store,
+            self.config["cache_dir"],
+            flip=flip,
+            device=self.trainer.strategy.root_device,
+            batch_size=self.config["batch_size"],
+            channels_last=channels_last,
+            progress=self.trainer.is_global_zero,
+        )
+        self.use_features(self.features, random_flip=flip)
+        log.info(
+            "feature cache on: heads train on cached backbone features (%s; %s)",
+            "plain + flipped" if flip else "plain",
+            f"computed {self.features.built} now" if self.features.built else "reused",
+        )
+
+    def _check_backbone(self) -> None:
+        """Cached features are only right for the backbone they came from; a checkpoint
+        restored after `setup` (resume, test of the best checkpoint) must still match."""
+        if self.features is None or self.trainer is None:
+            return
+        if backbone_digest(self.trainer.lightning_module.net) != self.features.digest:
+            raise FeatureCacheError(
+                "the backbone differs from the one the cached features were computed with; "
+                "run with data.feature_cache=false or start a new run"
+            )
 
     def trainer_is_rank_zero(self) -> bool:
         return self.trainer is None or self.trainer.is_global_zero
@@ -308,13 +423,14 @@ class UTKFaceDataModule(L.LightningDataModule):
         dataset: Dataset = self.datasets[name]
         light = name != "train" or only_flip(self.config.get("augment"))
         if name in self.embeddings:
+            self._check_backbone()  # loaders are asked for after checkpoints are restored
             # A batch of features is one gather from a memory map: workers would only add
             # process start-up and inter-process copies.
             dataset, workers = self.embeddings[name], 0
         elif light and isinstance(dataset, FaceDataset):
-            # Stored images with at most a flip: one read per batch (~2 ms for 128 images),
-            # cheaper in this process than a worker's inter-process copy (~5 ms, measured).
-            workers = workers if self.config.get("workers_when_light", True) else 0
+            # Stored images with at most a flip: one read per batch, which on small CPUs costs
+            # less in this process than a worker's inter-process copy (docs/training_at_scale.md).
+            workers = workers if self.config.get("workers_for_flip_only", True) else 0
         return DataLoader(
             dataset,
             batch_size=int(self.config["batch_size"]),

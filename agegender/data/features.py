@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,8 @@ from rich.progress import track
 from torch.utils.data import Dataset
 
 from agegender.data.cache import ImageStore
-from agegender.io import remove_stale_temps
+from agegender.errors import UserError
+from agegender.io import atomic_target, remove_stale_temps, write_atomic
 from agegender.model import AgeGenderNet
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,34 @@ def feature_key(store: ImageStore, digest: str) -> str:
     """Cache key: the image store (its name carries the content key), backbone and size."""
     text = f"v{FEATURES_VERSION}:{store.path.name}:{digest}:{store.image_size}"
     return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+class FeatureCacheError(UserError):
+    """data.feature_cache=true, but this run cannot use cached features."""
+
+
+def parse_mode(value: Any) -> str | bool:
+    """data.feature_cache as auto, True or False (YAML may give 'true' as a string)."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise UserError(f"data.feature_cache must be auto, true or false, got {value!r}")
+
+
+def only_flip(augment: dict[str, Any] | None) -> bool:
+    """True when horizontal flip is the sole augmentation configured (or none is)."""
+    return not any(value for key, value in (augment or {}).items() if key != "hflip")
+
+
+def reason_not_cacheable(net: AgeGenderNet, augment: dict[str, Any] | None) -> str | None:
+    """Why backbone features cannot be cached for this run, or None when they can."""
+    if not net.backbone_frozen:
+        return f"the backbone trains from features[{net.frozen_blocks}] on"
+    if not only_flip(augment):
+        parts = [name for name, value in (augment or {}).items() if name != "hflip" and value]
+        return f"augmentation other than flip is configured (data.augment: {', '.join(parts)})"
+    return None
 
 
 @dataclass
@@ -137,22 +165,27 @@ def open_or_build_features(
     built = 0
     # One builder at a time; a process that waited finds the views complete and reuses them.
     with FileLock(str(cache_dir / f"features-{key}.lock")):
-        for stale in remove_stale_temps(cache_dir, "features-*.tmp-*"):
+        for stale in remove_stale_temps(cache_dir, "*features-*.tmp-*"):
             log.info("removed %s, left by a build that was killed", stale.name)
         for view in views:
             array_path, meta_path = _paths(cache_dir, key, view)
             paths[view] = array_path
             if _open_complete(array_path, meta_path, shape):
                 continue
-            suffix = f".tmp-{os.getpid()}"
-            array_tmp = array_path.with_name(array_path.name + suffix)
-            out = np.lib.format.open_memmap(array_tmp, mode="w+", dtype=np.float32, shape=shape)
-            compute_features(
-                net, store.images, out, view == "flip", device, batch_size, channels_last, progress
-            )
-            out.flush()
-            del out
-            os.replace(array_tmp, array_path)
+            with atomic_target(array_path) as array_tmp:
+                out = np.lib.format.open_memmap(array_tmp, mode="w+", dtype=np.float32, shape=shape)
+                compute_features(
+                    net,
+                    store.images,
+                    out,
+                    view == "flip",
+                    device,
+                    batch_size,
+                    channels_last,
+                    progress,
+                )
+                out.flush()
+                del out
             meta = {
                 "version": FEATURES_VERSION,
                 "view": view,
@@ -161,9 +194,7 @@ def open_or_build_features(
                 "image_size": store.image_size,
                 "shape": list(shape),
             }
-            meta_tmp = meta_path.with_name(meta_path.name + suffix)
-            meta_tmp.write_text(json.dumps(meta))
-            os.replace(meta_tmp, meta_path)  # last: its presence marks the view complete
+            write_atomic(meta_path, json.dumps(meta))  # last: it marks the view complete
             built += shape[0]
     return FeatureStore(paths, digest, built)
 

@@ -77,16 +77,48 @@ def save_split(path: Path, samples: Sequence[Sample], split: Split, info: dict) 
     write_atomic(path, json.dumps(payload, indent=1))
 
 
+@dataclass
+class SavedSplit:
+    """A split.json as written by `save_split`: the data folder and each part's files."""
+
+    root: Path
+    parts: dict[str, list[tuple[str, str]]]  # part -> (relative path, content digest) pairs
+
+    def relpaths(self, *names: str) -> list[str]:
+        return [relpath for name in names for relpath, _ in self.parts[name]]
+
+
+def read_split(path: str | Path) -> SavedSplit:
+    """The one reader of split.json files; a missing or damaged file is a SplitMismatchError."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitMismatchError(
+            f"split file {path} not found; pass data.split_file=PATH of a split.json written "
+            f"by train.py, or data.root=PATH to use every image of a folder"
+        )
+    try:
+        payload = json.loads(path.read_text())
+        parts = {
+            name: [(str(relpath), str(digest)) for relpath, digest in payload.get(name, [])]
+            for name in SPLITS
+        }
+        return SavedSplit(Path(payload["root"]), parts)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise SplitMismatchError(
+            f"split file {path} is damaged ({type(error).__name__}: {error}); pass "
+            f"data.split_file=PATH of a split.json written by train.py, or data.root=PATH to "
+            f"use every image of a folder"
+        ) from error
+
+
 def load_split(path: Path, samples: Sequence[Sample]) -> Split:
     """Map a saved split back onto the discovered samples, checking nothing moved."""
-    if not Path(path).is_file():
-        raise SplitMismatchError(f"split file {path} not found; pass data.split_file=PATH")
-    payload = json.loads(Path(path).read_text())
+    saved = read_split(path)
     by_path = {sample.relpath: index for index, sample in enumerate(samples)}
     lists: dict[str, list[int]] = {}
     for name in SPLITS:
         lists[name] = []
-        for relpath, digest in payload.get(name, []):
+        for relpath, digest in saved.parts[name]:
             index = by_path.get(relpath)
             if index is None or samples[index].digest != digest:
                 state = "missing" if index is None else "changed"

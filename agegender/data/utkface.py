@@ -24,7 +24,6 @@ from agegender.io import write_atomic
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-RACES = ("White", "Black", "Asian", "Indian", "Others")  # UTKFace race labels 0..4
 NAME_PATTERN = re.compile(
     r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<stamp>\d{1,20})"
     r"\.(?:jpe?g|png)(?:\.chip\.(?:jpe?g|png))?$",

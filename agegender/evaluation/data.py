@@ -7,7 +7,6 @@ its folder fails with SplitMismatchError instead of silently scoring other image
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from agegender.data.datamodule import PreparedData, UTKFaceDataModule, prepare
-from agegender.data.split import SPLITS, SplitMismatchError
+from agegender.data.split import SPLITS, read_split
 from agegender.data.utkface import Sample
 from agegender.errors import UserError
 from agegender.faces.crop import LEGACY_FRAMING
@@ -43,21 +42,6 @@ class EvalSet:
 def _pick(data: PreparedData, indices: list[int], limit: int | None) -> tuple[list[Sample], Any]:
     chosen = indices[:limit] if limit else indices
     return [data.samples[i] for i in chosen], data.store.images[data.rows[chosen]]
-
-
-def _split_root(split_file: Path) -> str:
-    if not split_file.is_file():
-        raise SplitMismatchError(
-            f"split file {split_file} not found; pass data.split_file=PATH, or data.root=PATH "
-            f"to evaluate every image of a folder"
-        )
-    try:
-        return str(json.loads(split_file.read_text())["root"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise SplitMismatchError(
-            f"split file {split_file} is damaged ({error}); pass data.split_file=PATH of a "
-            f"split.json written by train.py, or data.root=PATH to evaluate a folder"
-        ) from error
 
 
 CROP_MODES = ("face", "dataset")
@@ -109,8 +93,8 @@ def load_eval_set(
                 "pass data.root=PATH to evaluate a UTKFace-format folder"
             )
         config["split_file"] = str(split_file)
-        config["root"] = config.get("root") or _split_root(Path(split_file))
-        module = UTKFaceDataModule(config)
+        config["root"] = config.get("root") or str(read_split(split_file).root)
+        module = UTKFaceDataModule.from_config(config)
         module.setup()
         assert module.data is not None and module.split is not None
         samples, images = _pick(module.data, module.split.indices(part), limit)

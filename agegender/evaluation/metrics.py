@@ -19,10 +19,10 @@ from torchmetrics.functional.classification import (
 )
 
 from agegender.calibration import expected_calibration_error
-from agegender.data.utkface import AGE_BANDS, RACES, age_band
+from agegender.contract import GENDERS, RACES
+from agegender.data.utkface import AGE_BANDS, age_band
 
 CS_YEARS = 5  # cumulative score: share of faces whose age is off by at most this many years
-GENDERS = ("male", "female")  # UTKFace: 0 = male, 1 = female
 BAND_NAMES = tuple(f"{low}-{high}" for low, high in AGE_BANDS)
 
 

@@ -13,9 +13,8 @@ import cv2
 import matplotlib
 import numpy as np
 
-from agegender.callbacks import annotate_grid, label_text
-from agegender.data.utkface import RACES
-from agegender.evaluation.metrics import GENDERS
+from agegender.callbacks import annotate_grid
+from agegender.contract import GENDERS, RACES, label_text
 from agegender.io import atomic_target
 
 matplotlib.use("Agg")  # files only, no display

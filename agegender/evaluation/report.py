@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from torch.utils.tensorboard import SummaryWriter
 
 from agegender.evaluation.metrics import CS_YEARS
 from agegender.io import write_atomic
@@ -79,7 +80,6 @@ def write_reports(out_dir: Path, summary: dict[str, Any], pictures: dict[str, st
 
 def log_tensorboard(log_dir: Path, summary: dict[str, Any], pictures: dict[str, Path]) -> None:
     """Overall and per-group scalars, the pictures and the report text, under `log_dir`."""
-    from torch.utils.tensorboard import SummaryWriter  # tensorboard only when asked for
 
     writer = SummaryWriter(log_dir=str(log_dir))
     try:

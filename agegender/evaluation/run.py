@@ -16,7 +16,8 @@ from agegender.evaluation import plots
 from agegender.evaluation.data import EvalSet, load_eval_set
 from agegender.evaluation.metrics import full_report
 from agegender.evaluation.report import log_tensorboard, write_reports
-from agegender.inference.predictor import Predictor, load_predictor
+from agegender.inference.backends import load_predictor
+from agegender.inference.predictor import Predictor
 from agegender.io import PathClashError, check_outputs, write_atomic
 
 TTA_CHOICES = ("none", "flip")

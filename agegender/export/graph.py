@@ -1,7 +1,8 @@
 """The deployable graph: RGB uint8 NCHW in; `age` (years) and `p_female` (sigmoid applied) out.
 
-Both targets (ONNX and TorchScript) are traced from the same wrapper, so the exported files
-answer exactly what `TorchPredictor` answers, and callers never apply a sigmoid themselves.
+Both targets (ONNX and TorchScript) are traced from `agegender.deployed.InferenceGraph`, the
+module `TorchPredictor` runs, so the exported files answer exactly what it answers, and
+callers never apply a sigmoid themselves.
 """
 
 from __future__ import annotations
@@ -10,23 +11,12 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from agegender.inference.onnx_backend import INPUT_NAME, OUTPUT_NAMES
+from agegender.contract import INPUT_NAME, OUTPUT_NAMES
+from agegender.deployed import InferenceGraph
 from agegender.model import AgeGenderNet
 
 MIN_OPSET = 17
-
-
-class InferenceGraph(nn.Module):
-    """AgeGenderNet's `predict` (ages clamped, calibrated P(female)) as a traceable module."""
-
-    def __init__(self, net: AgeGenderNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net.predict(image)
 
 
 def example_input(image_size: int, batch: int = 2) -> torch.Tensor:

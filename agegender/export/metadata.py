@@ -13,8 +13,7 @@ from typing import Any
 
 import onnx
 
-from agegender import __version__
-from agegender.inference.onnx_backend import META_PROP
+from agegender.contract import INPUT_TEXT, META_PROP, OUTPUTS_TEXT, VERSION
 
 
 def file_digest(path: Path) -> str:
@@ -32,7 +31,7 @@ def export_meta(meta: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
         **meta,
         "source_checkpoint": str(checkpoint.resolve()),
         "source_sha256": file_digest(checkpoint),
-        "exported_by": f"agegender {__version__}",
+        "exported_by": f"agegender {VERSION}",
     }
 
 
@@ -48,8 +47,8 @@ def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
         "exported_by": str(meta.get("exported_by", "")),
         "checkpoint": str(meta.get("source_checkpoint", "")),
         "checkpoint_sha256": str(meta.get("source_sha256", "")),
-        "input": "image: uint8 RGB [N, 3, S, S], 0..255 (normalisation is inside)",
-        "outputs": "age: years [N]; p_female: P(female) [N], sigmoid applied",
+        "input": INPUT_TEXT,
+        "outputs": OUTPUTS_TEXT,
     }
 
 
@@ -61,7 +60,7 @@ def write_onnx_metadata(path: Path, props: dict[str, str]) -> None:
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name = "agegender"
-    model.producer_version = __version__
+    model.producer_version = VERSION
     onnx.save(model, str(path))
 
 

@@ -7,7 +7,6 @@ the full batch and at batch 1, which also proves the batch dimension is really d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agegender.data.split import SplitMismatchError, read_split
+from agegender.deployed import InferenceGraph, predict_tensor
 from agegender.errors import UserError
 from agegender.model import AgeGenderNet
 from agegender.preprocess import ImageDecodeError, decode_rgb, to_batch
@@ -46,14 +47,13 @@ class Parity:
 
 def split_images(split_file: str | Path | None, size: int, count: int) -> np.ndarray | None:
     """Up to `count` test (then val) images named by a saved split, or None if unavailable."""
-    if not split_file or not Path(split_file).is_file():
+    if not split_file:
         return None
     try:
-        payload = json.loads(Path(split_file).read_text())
-        root = Path(payload["root"])
-        names = [entry[0] for part in ("test", "val") for entry in payload.get(part, [])]
-    except (ValueError, KeyError, TypeError, IndexError):
+        saved = read_split(split_file)
+    except SplitMismatchError:
         return None
+    root, names = saved.root, saved.relpaths("test", "val")
     images = []
     for name in names:
         try:
@@ -85,13 +85,11 @@ def parity_batch(meta: dict[str, Any], count: int = 16) -> tuple[np.ndarray, str
 
 
 def torch_runner(net: AgeGenderNet) -> Runner:
-    """The reference: the eager network's `predict` in eval mode."""
-    net = net.eval()
+    """The reference: the eager network's `predict` in eval mode (the graph export traces)."""
+    graph = InferenceGraph(net).eval()
 
-    @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
-        age, p_female = net.predict(torch.from_numpy(np.ascontiguousarray(batch)))
-        return torch.stack([age, p_female], dim=1).double().numpy()
+        return predict_tensor(graph, torch.from_numpy(np.ascontiguousarray(batch))).double().numpy()
 
     return run
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agegender.contract import INPUT_NAME
 from agegender.export.metadata import read_onnx_metadata, write_onnx_metadata
 from agegender.export.speed import images_per_second
-from agegender.inference.onnx_backend import INPUT_NAME, OnnxPredictor
+from agegender.inference.onnx_backend import OnnxPredictor
+from agegender.io import atomic_target
 
 if TYPE_CHECKING:
     from agegender.evaluation.data import EvalSet
@@ -79,7 +81,8 @@ def quantize_int8(
             quantize_dynamic(str(prepared), str(quantized), weight_type=QuantType.QUInt8)
         props = read_onnx_metadata(fp32_path) | {"quantization": f"int8 {method}"}
         write_onnx_metadata(quantized, props)
-        os.replace(quantized, out_path)
+        with atomic_target(out_path) as temporary:
+            shutil.copyfile(quantized, temporary)
 
 
 def speed(path: Path, size: int, batch_sizes: tuple[int, ...], seconds: float) -> dict[int, float]:

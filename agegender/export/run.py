@@ -33,7 +33,7 @@ from agegender.export.parity import (
 )
 from agegender.export.quantize import METHODS, int8_report, quantize_int8
 from agegender.inference.onnx_backend import OnnxPredictor
-from agegender.io import check_outputs, remove_stale_temps, temp_path
+from agegender.io import atomic_target, check_outputs, remove_stale_temps
 
 if TYPE_CHECKING:
     from agegender.evaluation.data import EvalSet
@@ -137,8 +137,7 @@ def export(
     remove_stale_temps(target.parent, f".{target.name}.tmp-*")  # left by a killed export
     batch, source = parity_batch(loaded.meta, parity_images)
     reference = torch_runner(loaded.net)
-    temporary = temp_path(target, keep_suffix=True)
-    try:
+    with atomic_target(target, keep_suffix=True) as temporary:
         if fmt == "onnx":
             write_onnx(loaded.net, temporary, loaded.image_size, int(opset))
             write_onnx_metadata(temporary, metadata_props(meta))
@@ -148,10 +147,7 @@ def export(
             write_torchscript(loaded.net, temporary, loaded.image_size, extra)
             candidate = torchscript_runner(temporary)
         parity = measure(reference, candidate, batch, source)
-        check(parity, str(target), age_tolerance, p_tolerance)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+        check(parity, str(target), age_tolerance, p_tolerance)  # raising keeps the old file
     result = ExportResult(path=target, format=fmt, parity=parity)
     if quantize == "int8":
         calibration, val = _data_for_int8(loaded.meta, data_cfg)

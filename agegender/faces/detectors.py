@@ -1,9 +1,12 @@
 """Face detectors: a BGR frame in, face boxes (with landmarks where known) in frame pixels out.
 
-`build_detector(name, **options)` makes one by name: `yunet` (libfacedetection's YuNet through
-the `yuface` package: boxes and five landmarks, any pose), `haar` (OpenCV's bundled
-frontal-face cascade on a downscaled grey frame, no landmarks) and `full_frame` (the whole
-frame is one face). `register_detector` adds others.
+Each detector is a class here and a file in conf/detector/ whose `_target_` names the class
+and whose keys are its options: `yunet` (libfacedetection's YuNet through the `yuface`
+package: boxes and five landmarks, any pose), `haar` (OpenCV's bundled frontal-face cascade
+on a downscaled grey frame, no landmarks) and `full_frame` (the whole frame is one face). A new
+detector is a class (anywhere importable) and a YAML file. `build_detector(name, **options)`
+builds one by its file's name (checkpoints record the face path's detector by name);
+`register_detector` adds a factory by name without a file (tests, notebooks).
 
 `detect` serves video (the detector's own working width, for speed); `detect_still` serves
 photographs, where every face counts more than time: full resolution, with a border so that a
@@ -14,13 +17,17 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
+from agegender.configs import group_options, load_option
 from agegender.errors import UserError
 
 
@@ -140,10 +147,9 @@ def dedupe(boxes: list[Box], iou: float = 0.5) -> list[Box]:
 class HaarDetector(Detector):
     """OpenCV's frontal-face Haar cascade on a grey frame downscaled to `width` pixels.
 
-    Detecting at 320 px wide costs a few milliseconds on a laptop CPU and still finds faces
-    down to about 2 * min_size pixels in a 640-wide frame. `detect_near` searches only squares
-    `near` times a known face's size around it, at the same scale: about 5x cheaper for three
-    faces in 640x480 than a full scan.
+    A small working width keeps detection cheap and still finds faces down to about
+    2 * min_size pixels of the working frame. `detect_near` searches only squares `near` times
+    a known face's size around it, at the same scale, which costs far less than a full scan.
     """
 
     name = "haar"
@@ -375,29 +381,45 @@ def _load_yuface(threads: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 DetectorFactory = Callable[..., Detector]
-_REGISTRY: dict[str, DetectorFactory] = {
-    HaarDetector.name: HaarDetector,
-    FullFrameDetector.name: FullFrameDetector,
-    YuNetDetector.name: YuNetDetector,
-}
+_REGISTERED: dict[str, DetectorFactory] = {}
 
 
 def register_detector(name: str, factory: DetectorFactory) -> None:
-    """Make `detector=<name>` build `factory(**options)`."""
-    _REGISTRY[name] = factory
+    """Make `build_detector(name)` build `factory(**options)`, without a conf/detector file."""
+    _REGISTERED[name] = factory
 
 
 def available_detectors() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted({*group_options("detector"), *_REGISTERED})
 
 
-def build_detector(name: str, **options: Any) -> Detector:
-    """The detector registered as `name`, built with its options (from conf/detector/)."""
-    if name not in _REGISTRY:
-        raise DetectorError(
-            f"detector={name}: unknown; choose one of {', '.join(available_detectors())}"
-        )
+def build_detector(spec: str | Mapping[str, Any], **options: Any) -> Detector:
+    """A detector from its conf/detector/ name (or a registered one), or from a composed
+    `detector` config (a mapping with `_target_`); `options` override the file's keys."""
+    if isinstance(spec, Mapping) and "_target_" not in spec:  # {"name": NAME, **options}
+        options = {**{k: v for k, v in spec.items() if k != "name"}, **options}
+        spec = str(spec.get("name"))
+    if isinstance(spec, str) and spec in _REGISTERED:
+        try:
+            return _REGISTERED[spec](**options)
+        except TypeError as error:  # an option the detector does not take
+            raise DetectorError(f"detector={spec}: bad option ({error})") from error
+    if isinstance(spec, str):
+        name, config = spec, load_option("detector", spec)
+        if config is None:
+            raise DetectorError(
+                f"detector={spec}: unknown; choose one of {', '.join(available_detectors())}"
+            )
+    else:
+        config = spec if isinstance(spec, DictConfig) else OmegaConf.create(dict(spec))
+        name = str(config.get("_target_", "?")).rpartition(".")[2]
+    merged = OmegaConf.merge(config, options) if options else config
     try:
-        return _REGISTRY[name](**options)
-    except TypeError as error:  # an option the detector does not take
-        raise DetectorError(f"detector={name}: bad option ({error})") from error
+        return instantiate(merged, _convert_="all")
+    except InstantiationException as error:  # an option the class does not take, a bad value
+        cause = error.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, TypeError):  # an option the class does not take
+            raise DetectorError(f"detector={name}: bad option ({cause})") from error
+        raise DetectorError(f"detector={name}: {cause or error}") from error

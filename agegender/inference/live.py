@@ -15,18 +15,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from agegender.checkpoint import CheckpointError, resolve_checkpoint
+from agegender.checkpoint import resolve_checkpoint
+from agegender.configs import live_defaults
 from agegender.errors import UserError
 from agegender.faces.crop import Framing, crop_face, framing_of
 from agegender.faces.detectors import Box, Detector, build_detector
+from agegender.inference.backends import open_predictor
 from agegender.inference.overlay import draw_faces, draw_fps
-from agegender.inference.predictor import Predictor, load_predictor
+from agegender.inference.predictor import Predictor
 from agegender.inference.sinks import Sink, check_sink_paths, open_sinks
 from agegender.inference.sources import Frame, Source, open_source
 from agegender.inference.tracking import IouTracker, Track, ema
@@ -62,16 +63,21 @@ class StageClock:
         return {stage: 1000 * total / frames for stage, total in self.seconds.items()}
 
 
+_LIVE = live_defaults()
+
+
 @dataclass
 class LiveSettings:
-    detect_every: int = 3  # run the detector every N frames; the tracker carries boxes between
-    scan_every: int = 4  # every Nth detection scans the whole frame, the others near known faces
-    predict_every: int = 3  # refresh each face's prediction every N frames; the EMA carries it
-    smoothing: float = 0.6  # EMA weight of the past for age and p_female; 0 = off
-    max_age: int = 15  # frames a lost track lives on (keeps its id if the face comes back)
-    hold: int = 1  # detection rounds a lost track stays on screen
-    iou_threshold: float = 0.3
-    tta: str | None = "flip"  # each face's answer averaged with its mirror image's; None/"none"
+    """The pipeline keys of conf/live.yaml (their meaning and defaults are there)."""
+
+    detect_every: int = int(_LIVE.detect_every)
+    scan_every: int = int(_LIVE.scan_every)
+    predict_every: int = int(_LIVE.predict_every)
+    smoothing: float = float(_LIVE.smoothing)
+    max_missed_frames: int = int(_LIVE.max_missed_frames)
+    hold: int = int(_LIVE.hold)
+    iou_threshold: float = float(_LIVE.iou_threshold)
+    tta: str | None = _LIVE.tta  # flip: each face averaged with its mirror image; None/"none"
 
     def __post_init__(self) -> None:
         for name in ("detect_every", "scan_every", "predict_every"):
@@ -104,7 +110,7 @@ class FacePipeline:
         self.settings = settings or LiveSettings()
         self.clock = clock or StageClock()
         s = self.settings
-        self.tracker = IouTracker(s.iou_threshold, s.max_age, s.hold, s.smoothing)
+        self.tracker = IouTracker(s.iou_threshold, s.max_missed_frames, s.hold, s.smoothing)
         self.framing = framing_of(predictor.meta)  # what the model was trained on
         self.frames_seen = 0
 
@@ -326,27 +332,6 @@ def resolve_display(value: Any) -> bool:
     return screen if text == "auto" else text == "true"
 
 
-def open_predictor(
-    spec: Any, outputs_dir: str | Path = "outputs", device: str = "cpu", threads: int | None = None
-) -> Predictor:
-    """The Predictor for ckpt=PATH|latest: a .ckpt on torch, an .onnx on onnxruntime."""
-    path = resolve_checkpoint(None if spec is None else str(spec), outputs_dir)
-    if not path.is_file():
-        raise CheckpointError(
-            f"ckpt={path}: no such file; pass a .ckpt written by train.py, an .onnx written "
-            f"by export.py, or ckpt=latest"
-        )
-    try:
-        return load_predictor(path, device=device, threads=threads)
-    except ModuleNotFoundError as error:
-        if path.suffix.lower() == ".onnx":
-            raise LiveError(
-                f"ckpt={path}: the onnxruntime backend is not available ({error}); "
-                f"pass the .ckpt instead"
-            ) from error
-        raise
-
-
 def live_settings(options: Mapping[str, Any] | None) -> LiveSettings:
     """LiveSettings from live.yaml-style keys; keys that are not settings are ignored, so a
     whole live or serve config can be passed."""
@@ -359,7 +344,7 @@ def set_threads(threads: int | None) -> None:
     """Threads for torch and OpenCV; None leaves their defaults (one per core).
 
     One thread is steadiest for a few small crops: on a busy CPU, thread pools that wait
-    on each other cost more than they gain (measured: torch 2 threads stalled for seconds).
+    on each other cost more than they gain (docs/training_at_scale.md, Threads).
     """
     if threads:
         import torch
@@ -371,8 +356,7 @@ def set_threads(threads: int | None) -> None:
 def run_from_config(cfg: Mapping[str, Any]) -> RunSummary:
     """Everything `python live.py` does, from its composed config (see conf/live.yaml)."""
     settings = live_settings(cfg)
-    options = dict(cfg["detector"])
-    detector = build_detector(str(options.pop("name")), **options)
+    detector = build_detector(cfg["detector"])
     display = resolve_display(cfg["display"])
     set_threads(cfg.get("threads"))
     checkpoint = resolve_checkpoint(

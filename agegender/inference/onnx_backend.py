@@ -13,16 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from agegender.checkpoint import CheckpointError
+from agegender.contract import INPUT_NAME, INPUT_TYPE, META_PROP, OUTPUT_NAMES
 from agegender.inference.predictor import Predictor
 from agegender.validation import validate_meta
-
-# metadata_props key holding the checkpoint's full inference contract as JSON.
-META_PROP = "agegender"
-INPUT_NAME = "image"
-INPUT_TYPE = "tensor(uint8)"
-OUTPUT_NAMES = ("age", "p_female")
 
 
 class OnnxModelError(CheckpointError):
@@ -31,8 +27,6 @@ class OnnxModelError(CheckpointError):
 
 def session_options(threads: int | None = None) -> Any:
     """CPU-friendly onnxruntime settings: full graph optimisation, quiet logs, sequential ops."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one small CNN: no branch overlap
@@ -44,8 +38,6 @@ def session_options(threads: int | None = None) -> Any:
 
 def open_session(path: str | Path, threads: int | None = None) -> Any:
     """An onnxruntime CPU session for `path`, with a one-line error for a bad file."""
-    import onnxruntime as ort
-
     path = Path(path)
     if not path.is_file():
         raise OnnxModelError(

@@ -5,19 +5,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from agegender.contract import label_text
 from agegender.inference.tracking import Track
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 FEMALE = (180, 80, 255)  # BGR: pink
 MALE = (255, 170, 40)  # BGR: blue
 UNKNOWN = (200, 200, 200)
-
-
-def label_text(age: float, p_female: float) -> str:
-    """`F 27 83%`: gender letter, age in years, confidence of the gender call."""
-    female = p_female >= 0.5
-    confidence = p_female if female else 1.0 - p_female
-    return f"{'F' if female else 'M'} {age:.0f} {confidence:.0%}"
 
 
 def _text_scale(image: np.ndarray) -> float:

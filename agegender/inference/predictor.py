@@ -1,8 +1,9 @@
 """Predictor: face crops in, (age_years, p_female) out, whatever the backend.
 
-`load_predictor(path)` picks the backend from the file: a training checkpoint (.ckpt) runs on
-PyTorch, an exported model (.onnx) on onnxruntime. Both take the same input (RGB uint8 crops)
-through the one preprocessing path and return the same thing.
+`agegender.inference.backends.load_predictor(path)` picks the backend from the file: a training
+checkpoint (.ckpt) runs on PyTorch (`TorchPredictor`, here), an exported model (.onnx) on
+onnxruntime (`OnnxPredictor`). Both take the same input (RGB uint8 crops) through the one
+preprocessing path and return the same thing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from agegender.checkpoint import load_checkpoint
+from agegender.deployed import InferenceGraph, predict_tensor
 from agegender.preprocess import to_batch
 
 
@@ -56,24 +58,11 @@ class TorchPredictor(Predictor):
         loaded = load_checkpoint(checkpoint_path)
         self.device = torch.device(device)
         self.net = loaded.net.to(self.device).eval()
+        self.graph = InferenceGraph(self.net).eval()  # what export traces
         self.meta = loaded.meta
         self.image_size = loaded.image_size
 
     @torch.inference_mode()
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         images = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        age, p_female = self.net.predict(images)
-        return torch.stack([age, p_female], dim=1).float().cpu().numpy()
-
-
-def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
-    """A Predictor for a training checkpoint (.ckpt) or an exported ONNX model (.onnx).
-
-    `threads` caps onnxruntime's thread pool (torch's is set process-wide by the caller).
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        from agegender.inference.onnx_backend import OnnxPredictor  # onnxruntime only if used
-
-        return OnnxPredictor(path, threads=threads)
-    return TorchPredictor(path, device=device)
+        return predict_tensor(self.graph, images).float().cpu().numpy()

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from agegender.errors import UserError
+from agegender.preprocess import ImageDecodeError, decode_bgr
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_FPS = 30.0
@@ -266,14 +267,12 @@ class ImageFilesSource(Source):
 
 
 def _read_image(path: Path) -> np.ndarray | None:
+    """The image at `path` as BGR, or None when it cannot be read or decoded (bytes, then
+    decode: cv2.imread cannot open non-ASCII paths)."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)  # imread cannot open non-ASCII paths
-    except OSError:
+        return decode_bgr(path.read_bytes())
+    except (OSError, ImageDecodeError):
         return None
-    if data.size == 0:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return image if image is not None and image.size else None
 
 
 def _folder_images(path: Path) -> list[Path]:

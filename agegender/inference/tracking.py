@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agegender.configs import live_defaults
 from agegender.faces.detectors import Box
 
 
@@ -57,26 +58,29 @@ class Track:
         return None if self.smooth is None else self.smooth[1]
 
 
+_LIVE = live_defaults()  # the defaults below are conf/live.yaml's
+
+
 class IouTracker:
     """Greedy IoU matching, constant-velocity boxes between detections, EMA labels.
 
     - `iou_threshold`: least IoU for a detection to continue a track.
-    - `max_age`: frames a track survives without a matching detection; then it expires.
+    - `max_missed_frames`: frames a track survives without a matching detection; then it expires.
     - `hold`: detection rounds a lost track stays visible (hides one-off detector misses).
     - `smoothing`: EMA weight of the past for age and p_female; 0 shows raw outputs.
     """
 
     def __init__(
         self,
-        iou_threshold: float = 0.3,
-        max_age: int = 15,
-        hold: int = 1,
-        smoothing: float = 0.6,
+        iou_threshold: float = float(_LIVE.iou_threshold),
+        max_missed_frames: int = int(_LIVE.max_missed_frames),
+        hold: int = int(_LIVE.hold),
+        smoothing: float = float(_LIVE.smoothing),
     ) -> None:
         if not 0 <= smoothing < 1:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
         self.iou_threshold = float(iou_threshold)
-        self.max_age = int(max_age)
+        self.max_missed_frames = int(max_missed_frames)
         self.hold = int(hold)
         self.smoothing = float(smoothing)
         self.tracks: list[Track] = []
@@ -98,7 +102,7 @@ class IouTracker:
             track.box = _moved(track.box, track.velocity)
         if detections is not None:
             self._match(detections)
-        self.tracks = [t for t in self.tracks if t.frames_since_hit <= self.max_age]
+        self.tracks = [t for t in self.tracks if t.frames_since_hit <= self.max_missed_frames]
         return self.visible()
 
     def visible(self) -> list[Track]:

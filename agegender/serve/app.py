@@ -11,8 +11,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from agegender import __version__
 from agegender.api import FaceAnalyzer
+from agegender.contract import VERSION
 from agegender.serve import rest, websocket
 from agegender.serve.images import RequestError
 from agegender.serve.settings import ServeSettings
@@ -55,7 +55,7 @@ def create_app(analyzer: FaceAnalyzer, settings: ServeSettings | None = None) ->
     `/ws/live`. No socket is opened here (tests use it through a test client)."""
     app = FastAPI(
         title="agegender",
-        version=__version__,
+        version=VERSION,
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/openapi.json",

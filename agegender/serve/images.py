@@ -12,9 +12,10 @@ from __future__ import annotations
 import io
 import warnings
 
-import cv2
 import numpy as np
 from PIL import Image
+
+from agegender.preprocess import ImageDecodeError, decode_bgr
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
 SOS, EOI = b"\xff\xda", b"\xff\xd9"  # JPEG markers: start of scan, end of image
@@ -57,7 +58,8 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
     # an embedded thumbnail has its own end marker, so the last one must follow the last scan
     if kind == "JPEG" and data.rfind(EOI) < data.rfind(SOS):
         raise RequestError(400, "truncated image: send the whole file")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.ndim != 3 or min(bgr.shape[:2]) < 1:
-        raise RequestError(400, "truncated or corrupt image: send the whole file")
+    try:
+        bgr = decode_bgr(data)
+    except ImageDecodeError as error:
+        raise RequestError(400, "truncated or corrupt image: send the whole file") from error
     return bgr

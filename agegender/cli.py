@@ -1,0 +1,179 @@
+"""The command-line entry points: `agegender-train`, `-live`, `-export`, `-eval`, `-serve`.
+
+The top-level train.py, live.py, export.py, eval.py and serve.py of a source checkout call the
+same functions. Each composes its Hydra config (conf/, shipped inside the package as
+agegender/conf), validates it, calls the library, and turns a `UserError` into one line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from agegender.configs import config_dir
+from agegender.errors import report_user_errors
+from agegender.validation import EVAL, EXPORT, LIVE, TRAIN, validate_entry
+
+CONFIG_DIR = str(config_dir())
+
+
+def _hydra_main(config_name: str):  # noqa: ANN202 (hydra.main's own decorator type)
+    return hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
+
+
+@_hydra_main("train")
+@report_user_errors
+def _train(cfg: DictConfig) -> float | None:
+    from agegender.training import run_phase
+
+    validate_entry(cfg, TRAIN)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = run_phase(cfg, run_dir)
+    print(f"\n{summary['phase']} phase done. Run folder: {run_dir}")
+    print(f"  best checkpoint: {summary['best_checkpoint']}")
+    print(f"  plots:           {run_dir / 'plots'}")
+    print(f"  metrics:         {run_dir / 'metrics.json'}")
+    print(f"  dashboards:      tensorboard --logdir {cfg.outputs_dir}")
+    # The value a sweeper (e.g. hparams_search=optuna) minimises.
+    return summary.get("best_val_age_mae")
+
+
+def train() -> None:
+    """`agegender-train phase=frozen|finetune ...`; `resume=RUN_DIR` continues a killed run
+    with the run's own config (overrides given with it win)."""
+    from agegender.resume import expand_resume_or_exit
+
+    sys.argv = expand_resume_or_exit(sys.argv)
+    _train()
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the same clean stop as Ctrl-C: outputs are closed and complete
+
+
+@_hydra_main("live")
+@report_user_errors
+def _live(cfg: DictConfig) -> None:
+    from agegender.inference.live import EXIT_INTERRUPTED, EXIT_LOST_FRAMES, run_from_config
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    config = validate_entry(cfg, LIVE)
+    try:
+        summary = run_from_config(config)
+    except KeyboardInterrupt:  # before the loop started (loading the model, opening a camera)
+        print("live: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    if summary.stopped == "interrupt":
+        sys.exit(EXIT_INTERRUPTED)
+    if summary.problem and not config.get("allow_lost_frames", False):
+        sys.exit(EXIT_LOST_FRAMES)
+
+
+def live() -> None:
+    """`agegender-live ckpt=PATH source=0|VIDEO|IMAGE|FOLDER|URL` (options: conf/live.yaml).
+
+    Exit status: 0 done, 2 bad input, 3 the source lost frames (unless
+    allow_lost_frames=true), 130 interrupted."""
+    _live()
+
+
+@_hydra_main("export")
+@report_user_errors
+def _export(cfg: DictConfig) -> None:
+    from agegender.checkpoint import resolve_checkpoint
+    from agegender.export import export as export_model
+    from agegender.export.quantize import report_lines
+
+    validate_entry(cfg, EXPORT)
+    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.outputs_dir)
+    result = export_model(
+        checkpoint,
+        out=cfg.out,
+        fmt=cfg.format,
+        opset=int(cfg.opset),
+        quantize=cfg.quantize,
+        quantize_method=cfg.quantize_method,
+        data_cfg=OmegaConf.to_container(cfg.data, resolve=True),  # type: ignore[arg-type]
+        parity_images=int(cfg.parity.images),
+        age_tolerance=float(cfg.parity.age_tolerance),
+        p_tolerance=float(cfg.parity.p_female_tolerance),
+        speed_seconds=float(cfg.speed_seconds),
+    )
+    print(f"\nExported {checkpoint}\n  -> {result.path} ({result.format})")
+    print(f"  parity with PyTorch: {result.parity.line()}")
+    if result.int8_path is not None and result.int8 is not None:
+        print(f"  int8: {result.int8_path}")
+        for line in report_lines(result.int8):
+            print(f"    {line}")
+    if result.format == "onnx":
+        print(f"  run it: python live.py ckpt={result.path}")
+
+
+def export() -> None:
+    """`agegender-export ckpt=latest` writes a parity-checked model.onnx (conf/export.yaml)."""
+    _export()
+
+
+@_hydra_main("eval")
+@report_user_errors
+def _evaluate(cfg: DictConfig) -> float:
+    from agegender.checkpoint import resolve_checkpoint
+    from agegender.evaluation.run import evaluate as evaluate_model
+    from agegender.io import write_atomic
+
+    validate_entry(cfg, EVAL)
+    model = resolve_checkpoint(cfg.ckpt, cfg.outputs_dir)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    result = evaluate_model(
+        model,
+        data_cfg,  # type: ignore[arg-type]
+        out_dir=cfg.out,
+        part=cfg.split,
+        tta=cfg.tta,
+        batch_size=int(cfg.batch_size),
+        worst=int(cfg.worst),
+        tensorboard=bool(cfg.tensorboard),
+        crop=str(cfg.crop),
+    )
+    write_atomic(result.out_dir / "eval_config.yaml", OmegaConf.to_yaml(cfg))
+    chosen = "flip" if cfg.tta == "flip" else "plain"
+    overall = result.summary["results"][chosen]["overall"]
+    print(f"\nEvaluated {model} on {result.summary['data']}")
+    print(f"  crop={cfg.crop}: {result.summary['framing']}")
+    for name, res in result.summary["results"].items():
+        o = res["overall"]
+        print(
+            f"  {name:5s}  age MAE {o['age_mae']:.2f}  RMSE {o['age_rmse']:.2f}  "
+            f"CS@5 {o['age_cs5']:.1%}  bias {o['age_bias']:+.2f}  "
+            f"gender acc {o['gender_acc']:.1%}"
+        )
+    print(f"  report:  {result.out_dir / 'report.md'}")
+    print(f"  metrics: {result.out_dir / 'metrics.json'}")
+    if cfg.tensorboard:
+        print(f"  dashboards: tensorboard --logdir {result.out_dir / 'tensorboard'}")
+    return overall["age_mae"]
+
+
+def evaluate() -> None:
+    """`agegender-eval ckpt=latest` (the run's saved test split) or `data.root=PATH`."""
+    _evaluate()
+
+
+@_hydra_main("serve")
+@report_user_errors
+def _serve(cfg: DictConfig) -> None:
+    from agegender.serve.run import run_from_config
+
+    run_from_config(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+
+
+def serve() -> None:
+    """`agegender-serve ckpt=PATH|latest [port=8000] [host=127.0.0.1]`: the web app and REST
+    API (conf/serve.yaml); a missing checkpoint or a busy port is one line and exit 2."""
+    _serve()
