@@ -32,8 +32,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def expected_calibration_error(p_female: torch.Tensor, labels: torch.Tensor) -> float:
     """ECE over equal-width confidence bins (torchmetrics' binary_calibration_error)."""
-    probs = torch.as_tensor(p_female, dtype=torch.float64).flatten()
+    probs = torch.as_tensor(p_female, dtype=torch.float64).flatten().contiguous()
     if probs.numel() == 0:
         return float("nan")
-    target = torch.as_tensor(labels).long().flatten()
+    target = torch.as_tensor(labels).long().flatten().contiguous()
     return float(binary_calibration_error(probs, target, n_bins=ECE_BINS))
