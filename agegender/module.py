@@ -176,7 +176,8 @@ class AgeGenderModule(L.LightningModule):
         if plateau and cosine:
             raise ValueError("optim.plateau and optim.cosine are two schedules: set one to null")
         if cosine:  # from lr down to min_lr over the run's epochs, one step per epoch
-            epochs = max(1, int(self.trainer.max_epochs or 1))
+            trainer = self._trainer  # None outside a Trainer (a hand-written loop)
+            epochs = max(1, int(getattr(trainer, "max_epochs", None) or 1))
             annealing = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=epochs, eta_min=float(cosine.get("min_lr", 0.0))
             )

@@ -120,7 +120,8 @@ def plain_epoch(
 def plain_steps(cfg: DictConfig, folder: Path, batches: list[Batch]) -> list[float]:
     """Step-to-step times of the plain loop's second epoch."""
     module = fresh_module(cfg, folder, batches[0]["image"])
-    optimizer = module.configure_optimizers()
+    configured = module.configure_optimizers()  # the optimizer, or it with a schedule
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
     bf16 = str(cfg.trainer.precision).startswith("bf16")
     plain_epoch(module, optimizer, batches, bf16)  # warm-up
     return np.diff(plain_epoch(module, optimizer, batches, bf16)).tolist()
