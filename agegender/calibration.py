@@ -8,6 +8,9 @@ decision (the sign of the logit) and makes "P(female) 0.9" mean about nine in te
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torchmetrics.functional.classification import binary_calibration_error
 
@@ -37,3 +40,9 @@ def expected_calibration_error(p_female: torch.Tensor, labels: torch.Tensor) -> 
         return float("nan")
     target = torch.as_tensor(labels).long().flatten().contiguous()
     return float(binary_calibration_error(probs, target, n_bins=ECE_BINS))
+
+
+def recorded_temperature(meta: Mapping[str, Any]) -> float:
+    """The temperature a checkpoint's metadata records (1.0 when none was fitted)."""
+    calibration = meta.get("calibration") or {}
+    return float(calibration.get("gender_temperature", 1.0))

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from agegender.calibration import recorded_temperature
 from agegender.contract import LABELS, META_FORMAT, META_KEY, VERSION
 from agegender.errors import UserError
 from agegender.io import atomic_target
@@ -84,12 +85,6 @@ def net_config(meta: dict[str, Any]) -> NetConfig:
     return NetConfig(**{key: value for key, value in meta["net"].items() if key in known})
 
 
-def gender_temperature(meta: dict[str, Any]) -> float:
-    """The P(female) temperature fitted on the validation split (1.0 when none was)."""
-    calibration = meta.get("calibration") or {}
-    return float(calibration.get("gender_temperature", 1.0))
-
-
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Load a training checkpoint into an AgeGenderNet in eval mode, on the CPU."""
     path = Path(path)
@@ -127,7 +122,7 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         net.load_state_dict(state)
     except (RuntimeError, AttributeError) as error:
         raise CheckpointError(f"{path}: weights do not fit the stored architecture") from error
-    net.set_outputs(meta.get("age_range"), gender_temperature(meta))
+    net.set_outputs(meta.get("age_range"), recorded_temperature(meta))
     net.eval()
     return LoadedCheckpoint(net=net, meta=meta, path=path)
 

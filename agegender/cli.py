@@ -124,6 +124,7 @@ def export() -> None:
 @report_user_errors
 def _evaluate(cfg: DictConfig) -> float:
     from agegender.checkpoint import resolve_checkpoint
+    from agegender.evaluation.report import shown_variant
     from agegender.evaluation.run import evaluate as evaluate_model
     from agegender.io import write_atomic
 
@@ -142,8 +143,7 @@ def _evaluate(cfg: DictConfig) -> float:
         crop=str(cfg.crop),
     )
     write_atomic(result.out_dir / "eval_config.yaml", OmegaConf.to_yaml(cfg))
-    chosen = "flip" if cfg.tta == "flip" else "plain"
-    overall = result.summary["results"][chosen]["overall"]
+    overall = result.summary["results"][shown_variant(cfg.tta)]["overall"]
     print(f"\nEvaluated {model} on {result.summary['data']}")
     print(f"  crop={cfg.crop}: {result.summary['framing']}")
     for name, res in result.summary["results"].items():

@@ -16,7 +16,11 @@ from torchmetrics import MeanAbsoluteError, MeanMetric, MetricCollection
 from torchmetrics.aggregation import CatMetric
 from torchmetrics.classification import BinaryAccuracy
 
-from agegender.calibration import expected_calibration_error, fit_temperature
+from agegender.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    recorded_temperature,
+)
 from agegender.contract import META_KEY
 from agegender.model import AgeGenderNet, NetConfig
 
@@ -206,5 +210,4 @@ class AgeGenderModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a resumed run keeps its temperature until its next validation refits it
-        calibration = checkpoint.get(META_KEY, {}).get("calibration") or {}
-        self.gender_temperature = float(calibration.get("gender_temperature", 1.0))
+        self.gender_temperature = recorded_temperature(checkpoint.get(META_KEY, {}))

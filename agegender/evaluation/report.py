@@ -26,6 +26,13 @@ COLUMNS = (
     ("gender_auc", "ROC AUC", "{:.3f}"),
     ("gender_ece", "ECE", "{:.3f}"),
 )
+
+
+def shown_variant(tta: str | None) -> str:
+    """The predictions a report leads with: flip-averaged under tta=flip, else plain."""
+    return "flip" if tta == "flip" else "plain"
+
+
 BREAKDOWN_TITLES = {"age_band": "age band", "gender": "gender", "race": "race"}
 
 
@@ -64,7 +71,7 @@ def markdown(summary: dict[str, Any], pictures: dict[str, str]) -> str:
     ]
     overall = {name: result["overall"] for name, result in summary["results"].items()}
     lines += table(overall, "predictions")
-    main = summary["results"]["flip" if summary.get("tta") == "flip" else "plain"]
+    main = summary["results"][shown_variant(summary.get("tta"))]
     for key, title in BREAKDOWN_TITLES.items():
         lines += ["", f"## By {title}", ""] + table(main["by"][key], title)
     lines += ["", "## Pictures", ""]

@@ -15,7 +15,7 @@ from agegender.errors import UserError
 from agegender.evaluation import plots
 from agegender.evaluation.data import EvalSet, load_eval_set
 from agegender.evaluation.metrics import full_report
-from agegender.evaluation.report import log_tensorboard, write_reports
+from agegender.evaluation.report import log_tensorboard, shown_variant, write_reports
 from agegender.inference.backends import load_predictor
 from agegender.inference.predictor import Predictor
 from agegender.io import PathClashError, check_outputs, write_atomic
@@ -151,7 +151,7 @@ def evaluate(
     for name, flip in variants.items():
         predictions[name] = predict_all(predictor, data.images, batch_size, flip=flip)
         results[name] = full_report(*labels, *predictions[name])
-    chosen = "flip" if tta == "flip" else "plain"  # what the pictures and predictions show
+    chosen = shown_variant(tta)  # what the pictures and predictions show
     pred_age, p_female = predictions[chosen]
     title = f"{model_path.name} on {len(data)} images ({data.root.name})"
     pictures = draw_pictures(out, data, pred_age, p_female, results[chosen], title, worst)
