@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MetricCollection
 from torchmetrics.aggregation import CatMetric
@@ -25,6 +26,8 @@ from agegender.contract import META_KEY
 from agegender.model import AgeGenderNet, NetConfig
 
 STAGES = ("train", "val", "test")
+# optim.optimizer when a module is built without one (train.yaml sets it)
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3}
 AGE_LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
 
 
@@ -75,6 +78,7 @@ class AgeGenderModule(L.LightningModule):
         # Plain dicts only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters()
         loss = loss or {}
+        # {"optimizer": partial config, "scheduler": partial config or None, "monitor": ...}
         self.optim_cfg = optim or {}
         self.meta = meta
         self.net = AgeGenderNet(NetConfig(**net))
@@ -170,39 +174,18 @@ class AgeGenderModule(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self) -> Any:
+        """The optimiser over the trainable parameters and, when `optim.scheduler` names
+        one, its learning-rate schedule, stepped once per epoch (both Hydra partials)."""
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(
-            params,
-            lr=float(self.optim_cfg.get("lr", 1e-3)),
-            weight_decay=float(self.optim_cfg.get("weight_decay", 0.0)),
-        )
-        plateau, cosine = self.optim_cfg.get("plateau"), self.optim_cfg.get("cosine")
-        if plateau and cosine:
-            raise ValueError("optim.plateau and optim.cosine are two schedules: set one to null")
-        if cosine:  # from lr down to min_lr over the run's epochs, one step per epoch
-            trainer = self._trainer  # None outside a Trainer (a hand-written loop)
-            epochs = max(1, int(getattr(trainer, "max_epochs", None) or 1))
-            annealing = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=epochs, eta_min=float(cosine.get("min_lr", 0.0))
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": annealing, "interval": "epoch"},
-            }
-        if not plateau:
+        optimizer = instantiate(self.optim_cfg.get("optimizer") or DEFAULT_OPTIMIZER)(params)
+        scheduler_cfg = self.optim_cfg.get("scheduler")
+        if not scheduler_cfg:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=float(plateau.get("factor", 0.5)),
-            patience=int(plateau.get("patience", 2)),
-            min_lr=float(plateau.get("min_lr", 1e-6)),
-        )
-        monitor = plateau.get("monitor", "val/loss")
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": monitor},
-        }
+        scheduler = instantiate(scheduler_cfg)(optimizer)
+        schedule: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            schedule["monitor"] = self.optim_cfg.get("monitor") or "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         calibration = {"gender_temperature": self.gender_temperature}

@@ -172,6 +172,14 @@ def trainer_flags(cfg: DictConfig) -> dict[str, Any]:
     return flags
 
 
+def check_optim(cfg: DictConfig) -> None:
+    """Build optim.optimizer and optim.scheduler once as partials, so a misspelt `_target_`
+    is one line before any work (the module builds them again for the Trainer)."""
+    build(cfg.optim.optimizer, "optim.optimizer")
+    if cfg.optim.get("scheduler"):
+        build(cfg.optim.scheduler, "optim.scheduler")
+
+
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     """RUN_DIR/checkpoints/last.ckpt for resume=RUN_DIR (train.py makes RUN_DIR the run folder)."""
     if not cfg.get("resume"):
@@ -229,6 +237,7 @@ def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.phase.name not in PHASES:
         raise UserError(f"phase={cfg.phase.name}: choose phase=frozen or phase=finetune")
     trainer_flags(cfg)  # bad flags: one line before any work
+    check_optim(cfg)
     resume_from = resume_checkpoint(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir = str(run_dir)  # what ${run_dir} means in the logger/ and callbacks/ configs

@@ -19,7 +19,9 @@ def composed(*overrides: str) -> dict:
 def test_the_default_finetune_is_the_measured_best_combination() -> None:
     cfg = composed("phase=finetune")
     assert cfg["model"]["age_head"] == "distribution"
-    assert cfg["optim"]["plateau"] is None and cfg["optim"]["cosine"] == {"min_lr": 1.0e-6}
+    scheduler = cfg["optim"]["scheduler"]
+    assert scheduler["_target_"] == "torch.optim.lr_scheduler.CosineAnnealingLR"
+    assert scheduler["T_max"] == 10 and scheduler["eta_min"] == 1.0e-6
     assert cfg["trainer"]["max_epochs"] == 10
     assert cfg["callbacks"]["early_stopping"]["monitor"] == "val/age_mae"
     assert cfg["data"]["crop"]["detail_px"] == 64
@@ -33,11 +35,12 @@ def test_experiment_original_is_the_keras_recipe_in_both_phases(phase: str) -> N
     assert cfg["loss"]["w_age"] == cfg["loss"]["w_gender"] == 1.0
     assert cfg["data"]["crop"] is None  # photographs as stored
     assert cfg["callbacks"]["early_stopping"]["monitor"] == "val/loss"
-    assert cfg["optim"]["cosine"] is None
     extra = ("sharpness", "blur", "grayscale", "trivial", "erasing")
     assert not any(cfg["data"]["augment"][key] for key in extra)
     if phase == "finetune":
-        assert cfg["optim"]["plateau"]["monitor"] == "val/loss"
+        scheduler = cfg["optim"]["scheduler"]
+        assert scheduler["_target_"] == "torch.optim.lr_scheduler.ReduceLROnPlateau"
+        assert cfg["optim"]["monitor"] == "val/loss"
         assert cfg["trainer"]["max_epochs"] == 15
     else:  # the frozen phase never had a schedule, and caches its backbone features
-        assert cfg["optim"]["plateau"] is None
+        assert cfg["optim"]["scheduler"] is None

@@ -40,7 +40,7 @@ def fit_a_few_steps(trainable_from: int | None) -> tuple[AgeGenderModule, dict, 
     module = AgeGenderModule(
         net=net.to_dict(),
         meta=build_meta(net, 32, (1, 80), "test"),
-        optim={"lr": 1e-2},
+        optim={"optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-2}},
         trainable_from=trainable_from,
     )
     before_features = copy.deepcopy(module.net.features.state_dict())

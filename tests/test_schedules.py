@@ -1,47 +1,85 @@
-"""Learning-rate schedules the module builds from `optim`: cosine annealing and the plateau."""
+"""The optimiser and learning-rate schedules the module builds from the composed `optim`
+config (Hydra partials): cosine annealing by default, the plateau for experiment=original."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from agegender.checkpoint import build_meta
 from agegender.model import NetConfig
 from agegender.module import AgeGenderModule
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
-def module(optim: dict) -> AgeGenderModule:
+
+def optim_config(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    return OmegaConf.to_container(cfg.optim, resolve=True)  # type: ignore[return-value]
+
+
+def module(optim: dict | None) -> AgeGenderModule:
     net = NetConfig()
-    model = AgeGenderModule(net.to_dict(), build_meta(net, 64, (1, 80), "frozen"), optim=optim)
-    model._trainer = SimpleNamespace(max_epochs=4)  # what configure_optimizers reads
-    return model
+    return AgeGenderModule(net.to_dict(), build_meta(net, 64, (1, 80), "frozen"), optim=optim)
 
 
-def test_cosine_anneals_from_lr_to_min_lr_over_the_epochs() -> None:
-    config = module({"lr": 1e-3, "cosine": {"min_lr": 1e-5}}).configure_optimizers()
+def test_default_finetune_anneals_on_a_cosine_from_lr_to_min_lr_over_its_epochs() -> None:
+    config = module(optim_config("phase=finetune", "finetune.epochs=4")).configure_optimizers()
     optimizer, schedule = config["optimizer"], config["lr_scheduler"]
-    assert schedule["interval"] == "epoch"
+    assert isinstance(optimizer, torch.optim.Adam) and schedule["interval"] == "epoch"
     rates = [optimizer.param_groups[0]["lr"]]
     for _ in range(4):
         optimizer.step()
         schedule["scheduler"].step()
         rates.append(optimizer.param_groups[0]["lr"])
-    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)
+    assert rates[0] == pytest.approx(1e-4) and rates[-1] == pytest.approx(1e-6)
     assert all(a > b for a, b in zip(rates[:-1], rates[1:], strict=True))  # falls each epoch
     # halfway, the cosine's midpoint: the mean of the two ends
-    assert rates[2] == pytest.approx((1e-3 + 1e-5) / 2)
+    assert rates[2] == pytest.approx((1e-4 + 1e-6) / 2)
 
 
-def test_plateau_watches_the_configured_metric_and_two_schedules_are_refused() -> None:
-    config = module({"plateau": {"monitor": "val/age_mae"}}).configure_optimizers()
-    assert config["lr_scheduler"]["monitor"] == "val/age_mae"
-    assert isinstance(
-        config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau
+def test_the_optimizer_is_built_only_over_trainable_parameters() -> None:
+    net = NetConfig()
+    model = AgeGenderModule(
+        net.to_dict(),
+        build_meta(net, 64, (1, 80), "frozen"),
+        optim=optim_config("optim.weight_decay=0.01"),
+        trainable_from=None,
     )
-    with pytest.raises(ValueError, match="two schedules"):
-        module(
-            {"plateau": {"monitor": "val/loss"}, "cosine": {"min_lr": 0.0}}
-        ).configure_optimizers()
-    assert isinstance(module({}).configure_optimizers(), torch.optim.Adam)
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)  # the frozen phase has no schedule
+    group = optimizer.param_groups[0]
+    assert group["lr"] == pytest.approx(1e-3) and group["weight_decay"] == pytest.approx(0.01)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in group["params"]} == trainable
+    assert len(trainable) < len(list(model.parameters()))  # the backbone is frozen
+
+
+def test_experiment_original_lowers_the_rate_on_a_validation_loss_plateau() -> None:
+    config = module(optim_config("phase=finetune", "experiment=original")).configure_optimizers()
+    schedule = config["lr_scheduler"]
+    assert isinstance(schedule["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert schedule["monitor"] == "val/loss"
+    assert schedule["scheduler"].factor == pytest.approx(0.2)
+
+
+def test_another_optimizer_and_no_schedule_by_config_alone() -> None:
+    optim = optim_config(
+        "phase=finetune",
+        "schedule=none",
+        "optim.optimizer._target_=torch.optim.SGD",
+        "+optim.optimizer.momentum=0.9",
+        "optim.weight_decay=0.0",
+    )
+    optimizer = module(optim).configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["momentum"] == pytest.approx(0.9)
+
+
+def test_a_module_built_without_optim_uses_adam() -> None:
+    assert isinstance(module(None).configure_optimizers(), torch.optim.Adam)

@@ -167,7 +167,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         if quick
         else (SIZE, BATCH, STEPS, ROUNDS)
     )
-    base = ("phase=finetune", "model.pretrained=none", "optim.plateau=null")
+    base = ("phase=finetune", "model.pretrained=none", "schedule=none")
     base += (f"data.image_size={size}", f"data.batch_size={batch}")
     cfg = train_config(*base)
     rows: list[dict[str, Any]] = []
