@@ -32,7 +32,7 @@ from agegender.checkpoint import resolve_checkpoint
 from agegender.errors import UserError
 from agegender.faces.detectors import Detector, build_detector
 from agegender.inference.backends import open_predictor
-from agegender.inference.live import FacePipeline, LiveSettings, live_settings
+from agegender.inference.pipeline import FacePipeline, LiveSettings, live_settings
 from agegender.inference.predictor import Predictor
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import Track

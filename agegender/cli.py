@@ -60,7 +60,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 @_hydra_main("live")
 @report_user_errors
 def _live(cfg: DictConfig) -> None:
-    from agegender.inference.live import EXIT_INTERRUPTED, EXIT_LOST_FRAMES, run_from_config
+    from agegender.inference.pipeline import EXIT_INTERRUPTED, EXIT_LOST_FRAMES, run_from_config
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     config = validate_entry(cfg, LIVE)

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from agegender import Face, FaceAnalyzer
 from agegender.api import DEFAULT_DETECTOR, ImageError, live_settings
 from agegender.faces.detectors import Box, Detector, build_detector
-from agegender.inference.live import FacePipeline, LiveSettings
+from agegender.inference.pipeline import FacePipeline, LiveSettings
 from agegender.inference.sources import Frame
 from tests.serving import face_frame, iou
 

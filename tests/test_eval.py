@@ -22,7 +22,7 @@ from agegender.evaluation.run import evaluate
 from agegender.faces.crop import Framing
 from agegender.faces.detectors import build_detector
 from agegender.faces.photo import PhotoCrop, frame_photo
-from agegender.inference.live import FacePipeline, LiveSettings, crop_faces
+from agegender.inference.pipeline import FacePipeline, LiveSettings, crop_faces
 from agegender.inference.predictor import TorchPredictor
 from agegender.inference.sources import Frame
 from agegender.preprocess import decode_bgr

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from agegender.bench import live as bench_live
+from agegender.bench import live_loop as bench_live
 from agegender.faces.detectors import HaarDetector
 
 

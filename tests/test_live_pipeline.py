@@ -15,7 +15,7 @@ from agegender.export.parity import parity_batch
 from agegender.faces.crop import Framing, box_crop
 from agegender.faces.detectors import Box, Detector, FullFrameDetector
 from agegender.inference.backends import open_predictor
-from agegender.inference.live import (
+from agegender.inference.pipeline import (
     FacePipeline,
     LiveError,
     LiveSettings,

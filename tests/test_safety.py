@@ -20,7 +20,7 @@ from agegender.data.utkface import DigestIndex
 from agegender.errors import UserError
 from agegender.evaluation.run import evaluate
 from agegender.export import export
-from agegender.inference.live import run_from_config
+from agegender.inference.pipeline import run_from_config
 from agegender.io import (
     PathClashError,
     check_outputs,

@@ -82,7 +82,7 @@ def test_the_cycle_finder_finds_cycles() -> None:
 
 def test_no_import_cycle_between_the_package_modules() -> None:
     graph = import_graph()
-    assert "agegender.training" in graph and "agegender.inference.live" in graph
+    assert "agegender.training" in graph and "agegender.inference.pipeline" in graph
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 

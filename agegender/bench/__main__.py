@@ -14,6 +14,8 @@ import torch
 from agegender.io import write_atomic
 
 ENTRIES = ("data", "frozen", "train", "infer", "live", "serve")
+# the module of each entry, where its name differs (`live` times the whole live loop)
+MODULES = {"live": "live_loop"}
 
 
 def machine_description() -> dict:
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = ENTRIES if args.entry == "all" else (args.entry,)
     results = {"machine": machine_description(), "entries": []}
     for name in entries:
-        module = importlib.import_module(f"agegender.bench.{name}")
+        module = importlib.import_module(f"agegender.bench.{MODULES.get(name, name)}")
         results["entries"].append(module.run(quick=args.quick))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from agegender.evaluation.run import predict_all
 from agegender.faces.detectors import build_detector
 from agegender.faces.photo import main_face
 from agegender.inference.backends import load_predictor
-from agegender.inference.live import FacePipeline, LiveSettings, set_threads
+from agegender.inference.pipeline import FacePipeline, LiveSettings, set_threads
 from agegender.inference.predictor import Predictor
 from agegender.inference.sources import Frame
 from agegender.io import write_atomic

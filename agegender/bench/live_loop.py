@@ -8,7 +8,7 @@ and prediction on every frame, for the torch backend and, when it is available, 
 Box recall against the known face positions shows that carrying boxes between detections
 keeps them on the faces.
 
-`python -m agegender.bench.live --clip PATH [--faces N] [--frames N]` only writes a clip
+`python -m agegender.bench.live_loop --clip PATH [--faces N] [--frames N]` only writes a clip
 (used by `make demo`).
 """
 
@@ -26,9 +26,9 @@ import torch
 
 from agegender.export import export
 from agegender.faces.detectors import Box
-from agegender.inference.live import STAGES, FacePipeline, LiveSettings, StageClock, set_threads
-from agegender.inference.live import run as run_loop
 from agegender.inference.onnx_backend import OnnxPredictor
+from agegender.inference.pipeline import STAGES, FacePipeline, LiveSettings, StageClock, set_threads
+from agegender.inference.pipeline import run as run_loop
 from agegender.inference.predictor import Predictor, TorchPredictor
 from agegender.inference.sources import open_source
 from agegender.scenes import (
@@ -158,7 +158,9 @@ def _print_table(rows: list[dict], notes: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agegender.bench.live", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m agegender.bench.live_loop", description=__doc__
+    )
     parser.add_argument("--clip", type=Path, help="only write a generated clip to this path")
     parser.add_argument("--faces", type=int, default=1)
     parser.add_argument("--frames", type=int, default=90)

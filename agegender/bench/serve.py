@@ -51,7 +51,7 @@ def _serve(model: str, port: int, detector_options: dict[str, Any] | None = None
     import uvicorn
 
     from agegender.api import FaceAnalyzer
-    from agegender.inference.live import set_threads
+    from agegender.inference.pipeline import set_threads
     from agegender.serve import create_app
 
     set_threads(THREADS)
@@ -217,7 +217,7 @@ def clip_frames(count: int = 60) -> list[bytes]:
 
 def run(quick: bool = False) -> dict:
     from agegender.export import export
-    from agegender.inference.live import set_threads
+    from agegender.inference.pipeline import set_threads
 
     requests, ws_frames = (40, 40) if quick else (600, 600)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agegender.api import FaceAnalyzer
-from agegender.inference.live import set_threads
+from agegender.inference.pipeline import set_threads
 from agegender.serve.app import create_app
 from agegender.serve.settings import ServeError, ServeSettings
 
