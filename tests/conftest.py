@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -40,6 +41,32 @@ LEARNING_OVERRIDES = (
     "callbacks.early_stopping.patience=20",
     "callbacks.sample_grid.count=4",
 )
+
+
+def tiny_training(tmp_path: Path) -> list[str]:
+    """Overrides for a run of a few batches on 64 generated faces, from random weights."""
+    return [
+        "debug=fast",
+        "data=synthetic",
+        "data.synthetic.count=64",
+        "data.synthetic.image_size=64",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "model.pretrained=none",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+
+
+def run_phase_on_one_thread(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """training.run_phase in-process, on one thread (the other core runs another test)."""
+    from agegender.training import run_phase
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_phase(cfg, run_dir)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def run_entry(script: str, *overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_training
 
 # The entry point of train.py plus a probe callback (added by config) that writes what each
 # rank saw. Lightning's DDP launcher re-runs this script for rank 1, with the same Hydra run
@@ -72,16 +72,9 @@ def test_two_process_ddp_run_logs_once_with_identical_metrics_on_both_ranks(
             "trainer.accelerator=cpu",
             "trainer.devices=2",
             "trainer.precision=32-true",
-            "debug=fast",
-            "data=synthetic",
-            "data.synthetic.count=64",
-            "data.synthetic.image_size=64",
-            "data.image_size=32",
-            "data.batch_size=8",
-            "model.pretrained=none",
+            *tiny_training(tmp_path),
             # the probe joins the callbacks by config alone, as any callback can
             "+callbacks.probe={_target_: __main__.Probe, run_dir: ${run_dir}}",
-            f"data.cache_dir={tmp_path / 'cache'}",
             f"outputs_dir={outputs}",
         ],
         cwd=tmp_path,

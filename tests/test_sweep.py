@@ -8,22 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_entry
+from tests.conftest import run_entry, tiny_training
 
 
 def tiny(tmp_path: Path) -> list[str]:
-    return [
-        "debug=fast",
-        "data=synthetic",
-        "data.synthetic.count=64",
-        "data.synthetic.image_size=64",
-        "data.image_size=32",
-        "data.batch_size=8",
-        "model.pretrained=none",
-        "logger=none",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        f"outputs_dir={tmp_path / 'outputs'}",
-    ]
+    return [*tiny_training(tmp_path), "logger=none", f"outputs_dir={tmp_path / 'outputs'}"]
 
 
 def sweep_jobs(tmp_path: Path) -> tuple[Path, list[Path]]:

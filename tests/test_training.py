@@ -117,8 +117,7 @@ def test_frozen_init_from_is_honoured_and_an_empty_test_split_writes_valid_json(
 ) -> None:
     from hydra import compose, initialize_config_dir
 
-    from agegender.training import run_phase
-    from tests.conftest import REPO
+    from tests.conftest import REPO, run_phase_on_one_thread
 
     overrides = [
         "phase=frozen",
@@ -135,13 +134,8 @@ def test_frozen_init_from_is_honoured_and_an_empty_test_split_writes_valid_json(
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_dir = tmp_path / "frozen" / "run"
-        run_phase(cfg, run_dir)
-    finally:
-        torch.set_num_threads(threads)
+    run_dir = tmp_path / "frozen" / "run"
+    run_phase_on_one_thread(cfg, run_dir)
 
     def no_nan(text: str) -> None:
         raise AssertionError(f"{text} in metrics.json")

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from agegender.configs import config_dir
 from agegender.faces.detectors import Box, Detector, DetectorError, build_detector
-from agegender.inference.live import LiveSettings
+from agegender.inference.pipeline import LiveSettings
 from agegender.inference.tracking import IouTracker
 
 CONF = config_dir()
@@ -25,7 +24,7 @@ def compose_config(name: str, *overrides: str):
 
 
 def test_the_config_groups_are_built_from_target() -> None:
-    for group in ("model", "data", "callbacks", "logger", "detector", "trainer"):
+    for group in ("model", "data", "callbacks", "logger", "detector", "trainer", "schedule"):
         files = sorted((CONF / group).glob("*.yaml"))
         assert files, group
         assert any("_target_" in path.read_text() for path in files), group
@@ -69,7 +68,7 @@ def test_a_callback_that_is_not_a_target_is_one_clear_error() -> None:
 def test_logger_csv_trains_with_no_code_change(tmp_path: Path) -> None:
     """logger=csv: Lightning's CSVLogger, from conf/logger/csv.yaml alone."""
     from agegender.data.synthetic import generate_dataset
-    from agegender.training import run_phase
+    from tests.conftest import run_phase_on_one_thread
 
     faces = generate_dataset(tmp_path / "faces", 40, seed=3, image_size=48, progress=False)
     cfg = compose_config(
@@ -86,13 +85,8 @@ def test_logger_csv_trains_with_no_code_change(tmp_path: Path) -> None:
         f"data.cache_dir={tmp_path / 'cache'}",
         f"outputs_dir={tmp_path}",
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_dir = tmp_path / "frozen" / "run"
-        run_phase(cfg, run_dir)
-    finally:
-        torch.set_num_threads(threads)
+    run_dir = tmp_path / "frozen" / "run"
+    run_phase_on_one_thread(cfg, run_dir)
     metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
     assert "val/age_mae" in header and "lr-Adam" in header and len(metrics) > 1
@@ -161,3 +155,16 @@ def test_a_target_that_cannot_be_built_is_one_user_error() -> None:
     cfg.run_dir = "."
     with pytest.raises(UserError, match=r"callbacks.bad: cannot build nowhere.Missing"):
         instantiate_group(cfg.callbacks, "callbacks")
+
+
+def test_a_misspelt_optimizer_or_schedule_is_one_user_error_before_any_work() -> None:
+    from agegender.errors import UserError
+    from agegender.training import check_optim
+
+    check_optim(compose_config("train", "phase=finetune"))  # the shipped partials build
+    bad = compose_config("train", "optim.optimizer._target_=torch.optim.Adamm")
+    with pytest.raises(UserError, match=r"optim.optimizer: cannot build torch.optim.Adamm"):
+        check_optim(bad)
+    bad = compose_config("train", "phase=finetune", "finetune.scheduler._target_=nowhere.Cos")
+    with pytest.raises(UserError, match=r"optim.scheduler: cannot build nowhere.Cos"):
+        check_optim(bad)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from agegender.data.batched import BatchedMapDataset
 from agegender.data.cache import UNREADABLE, ImageStore, open_or_build, open_store
 from agegender.data.features import (
     EmbeddingDataset,
@@ -94,8 +95,8 @@ def build_augmentation(config: dict[str, Any] | None) -> v2.Transform | None:
     return v2.Compose(steps) if steps else None
 
 
-class FaceDataset(Dataset):
-    """Images from the decode-once store; the memory map is opened lazily in each worker."""
+class FaceDataset(BatchedMapDataset):
+    """Images from the decode-once store: batches {"image", "age", "gender"}."""
 
     def __init__(
         self,
@@ -105,38 +106,23 @@ class FaceDataset(Dataset):
         genders: np.ndarray,
         transform: v2.Transform | None = None,
     ) -> None:
+        super().__init__()
         self.store_path = store_path
         self.rows = rows
         self.ages = ages.astype(np.float32)
         self.genders = genders.astype(np.float32)
         self.transform = transform
-        self._images: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if self._images is None:
-            self._images = open_store(self.store_path)
-        image = torch.from_numpy(np.array(self._images[self.rows[index]]))
-        if self.transform is not None:
-            image = self.transform(image)
-        return {
-            "image": image,
-            "age": torch.tensor(self.ages[index]),
-            "gender": torch.tensor(self.genders[index]),
-        }
+    def _open(self) -> np.ndarray:
+        return open_store(self.store_path)
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """A whole batch from one read of the memory map (the DataLoader's batched fetch).
-
-        Per-item fetching spends most of its time in Python and in collate's copies, not in
-        reading pixels; the augmentation still runs per image, with its own random draw.
-        """
-        if self._images is None:
-            self._images = open_store(self.store_path)
+        # the augmentation still runs per image, with its own random draw
         index = np.asarray(indices, dtype=np.int64)
-        images = torch.from_numpy(self._images[self.rows[index]])  # fancy indexing copies
+        images = torch.from_numpy(self.maps[self.rows[index]])  # fancy indexing copies
         if self.transform is not None:
             for position in range(len(images)):
                 images[position] = self.transform(images[position])
@@ -145,15 +131,6 @@ class FaceDataset(Dataset):
             "age": torch.from_numpy(self.ages[index]),
             "gender": torch.from_numpy(self.genders[index]),
         }
-
-    @staticmethod
-    def collate_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return batch  # __getitems__ already returns a collated batch
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_images"] = None  # never pickle the map into worker processes
-        return state
 
 
 @dataclass

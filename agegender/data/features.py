@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from filelock import FileLock
 from rich.progress import track
-from torch.utils.data import Dataset
 
+from agegender.data.batched import BatchedMapDataset
 from agegender.data.cache import ImageStore
 from agegender.errors import UserError
 from agegender.io import atomic_target, remove_stale_temps, write_atomic
@@ -199,12 +199,11 @@ def open_or_build_features(
     return FeatureStore(paths, digest, built)
 
 
-class EmbeddingDataset(Dataset):
+class EmbeddingDataset(BatchedMapDataset):
     """One split's cached features: batches {"embedding", "age", "gender"}.
 
     With `random_flip`, each sample takes its flipped or plain features at random, drawn anew
-    every epoch (what RandomHorizontalFlip(p=0.5) does to the image). `__getitems__` gathers a
-    whole batch from the memory map at once; `collate_fn` passes it through.
+    every epoch (what RandomHorizontalFlip(p=0.5) does to the image).
     """
 
     def __init__(
@@ -217,25 +216,23 @@ class EmbeddingDataset(Dataset):
     ) -> None:
         if random_flip and not features.has_flip:
             raise ValueError("random_flip needs a feature store built with flip=True")
+        super().__init__()
         self.paths = dict(features.paths)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.ages = torch.as_tensor(np.asarray(ages, dtype=np.float32))
         self.genders = torch.as_tensor(np.asarray(genders, dtype=np.float32))
         self.random_flip = random_flip
-        self._arrays: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _views(self) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = {view: np.load(path, mmap_mode="r") for view, path in self.paths.items()}
-        return self._arrays
+    def _open(self) -> dict[str, np.ndarray]:
+        return {view: np.load(path, mmap_mode="r") for view, path in self.paths.items()}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = np.asarray(indices, dtype=np.int64)
         rows = self.rows[index]
-        views = self._views()
+        views = self.maps
         embedding = np.array(views["plain"][rows])
         if self.random_flip:
             flipped = (torch.rand(len(rows)) < 0.5).numpy()
@@ -246,15 +243,3 @@ class EmbeddingDataset(Dataset):
             "age": self.ages[index],
             "gender": self.genders[index],
         }
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {key: value[0] for key, value in self.__getitems__([index]).items()}
-
-    @staticmethod
-    def collate_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return batch  # __getitems__ already returns a collated batch
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_arrays"] = None  # never pickle the maps into worker processes
-        return state
