@@ -134,3 +134,40 @@ def test_detect_near_reports_a_face_found_from_two_regions_once() -> None:
 def test_detectors_without_regions_scan_the_whole_frame() -> None:
     frame = np.zeros((48, 64, 3), np.uint8)
     assert FullFrameDetector().detect_near(frame, [Box(1, 1, 5, 5)]) == [Box(0, 0, 64, 48)]
+
+
+def heads_with_faces(width_px: float, count: int) -> tuple[np.ndarray, list[Box]]:
+    """A 640x480 frame with `count` astronaut heads whose faces are about `width_px` wide."""
+    from agegender.scenes import faces_frame
+
+    _, (unit,) = faces_frame([(0, 0, 100)])
+    side = round(100 * width_px / unit.width)
+    return faces_frame([(30 + 120 * i, 120 + 60 * (i % 2), side) for i in range(count)])
+
+
+def found_all(found: list[Box], truth: list[Box]) -> bool:
+    return all(any(box.iou(face) > 0.4 for box in found) for face in truth)
+
+
+def test_yunet_finds_faces_down_to_its_smallest_face_size() -> None:
+    from agegender.faces.detectors import SMALLEST_FACE_PX
+
+    frame, truth = heads_with_faces(SMALLEST_FACE_PX, 5)
+    assert found_all(build_detector("yunet")._run(frame, 1.0, 0), truth)
+
+
+def test_photographs_are_detected_small_enough_to_be_cheap_and_large_enough_for_min_face() -> None:
+    detector = build_detector("yunet")
+    assert (detector.still_work, detector.min_face) == (320, 36)
+    assert detector.still_factor(200) == pytest.approx(256 / 200)  # small: up to still_min
+    assert detector.still_factor(300) == 1.0  # within still_work: as it is
+    assert detector.still_factor(640) == pytest.approx(0.5)  # a 640x480 upload at 320x240
+    assert detector.still_factor(1440) == pytest.approx(0.5)  # a 36 px face stays 18 px
+    assert detector.still_factor(6000) == pytest.approx(1600 / 6000)  # capped by still_max
+    assert build_detector("yunet", min_face=0).still_factor(640) == 1.0
+    frame, truth = heads_with_faces(detector.min_face + 1, 5)
+    assert found_all(detector.detect_still(frame), truth)
+    big = cv2.resize(frame, (1280, 960), interpolation=cv2.INTER_CUBIC)
+    assert found_all(detector.detect_still(big), [face.scaled(2.0, 0, 0) for face in truth])
+    with pytest.raises(DetectorError, match="min_face"):
+        build_detector("yunet", min_face=5)

@@ -20,7 +20,7 @@ def test_quick_serve_benchmark_measures_requests_and_frames(
     assert result["entry"] == "serve"
     what = [row["what"] for row in result["rows"]]
     assert what.count("POST /api/analyze") == 3 and "WS /ws/live round trip" in what
-    assert "POST /api/analyze, detector.still_max=320" in what  # the speed knob's row
+    assert "POST /api/analyze, detector.min_face=0" in what  # full-resolution uploads' row
     assert all(row["per_s"] > 0 and row["median_ms"] > 0 for row in result["rows"])
     printed = capsys.readouterr().out
     assert all(label in printed for label in result["ratios"])

@@ -235,6 +235,10 @@ def _bundled_cascade() -> Path:
     return Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 
 
+# the narrowest face YuNet finds reliably, in pixels of the image it runs on (tests/test_faces.py)
+SMALLEST_FACE_PX = 18
+
+
 class YuNetDetector(Detector):
     """YuNet (libfacedetection, through `yuface`): boxes with five landmarks, any pose.
 
@@ -244,8 +248,13 @@ class YuNetDetector(Detector):
     - `still_pad`: a photograph where no face is found, or a face reaches its edge, is
       detected again with a border of this fraction of its longer side, so tight face crops
       (the face touching the edges) are found and their landmarks placed.
-    - `still_min` / `still_max`: photographs are scaled so that their longer side (border
-      included) lies in this range: small ones up for finer landmarks, huge ones down.
+    - `still_work` / `min_face`: a photograph larger than `still_work` pixels on its longer
+      side (border included) is detected at that size, or larger where a face `min_face`
+      pixels wide would otherwise fall below the smallest face YuNet finds: every face of
+      at least `min_face` px is found at a fraction of the full-resolution cost.
+      `min_face=0`: photographs at full resolution.
+    - `still_min` / `still_max`: bounds of the longer side photographs are detected at: small
+      ones up for finer landmarks, huge ones down.
     - `refine_px`: each face of a photograph is detected again in a window where it is this
       wide, for landmarks that follow a tilted head (0 = off). Video frames are not refined.
     """
@@ -259,6 +268,8 @@ class YuNetDetector(Detector):
         still_pad: float = 0.25,
         still_min: int = 256,
         still_max: int = 1600,
+        still_work: int = 320,
+        min_face: int = 36,
         refine_px: int = 0,
         threads: int = 1,
     ) -> None:
@@ -270,12 +281,19 @@ class YuNetDetector(Detector):
                 f"still_pad >= 0 (got width={width}, still_min={still_min}, "
                 f"still_max={still_max}, still_pad={still_pad})"
             )
+        if still_work < 32 or not (min_face == 0 or min_face >= SMALLEST_FACE_PX):
+            raise DetectorError(
+                f"detector: still_work must be >= 32 and min_face 0 or >= {SMALLEST_FACE_PX} "
+                f"(got still_work={still_work}, min_face={min_face})"
+            )
         self._detect = _load_yuface(threads)
         self.width = int(width)
         self.threshold = float(threshold)
         self.still_pad = float(still_pad)
         self.still_min = int(still_min)
         self.still_max = int(still_max)
+        self.still_work = int(still_work)
+        self.min_face = int(min_face)
         self.refine_px = int(refine_px)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
@@ -295,11 +313,19 @@ class YuNetDetector(Detector):
             found = [self._refine(frame, box) for box in found]
         return found
 
+    def still_factor(self, longer: int) -> float:
+        """The scale a photograph whose longer side (border included) is `longer` pixels is
+        detected at: down towards still_work while a min_face face stays findable, then
+        within still_min..still_max."""
+        factor = 1.0
+        if self.min_face and longer > self.still_work:
+            factor = min(1.0, max(self.still_work / longer, SMALLEST_FACE_PX / self.min_face))
+        return min(max(factor, self.still_min / longer), self.still_max / longer)
+
     def _still_pass(self, frame: np.ndarray, pad: int) -> list[Box]:
-        """One detection over the photograph with a black border of `pad` pixels, scaled so
-        that its longer side is within still_min..still_max."""
-        longer = max(frame.shape[:2]) + 2 * pad
-        factor = min(max(1.0, self.still_min / longer), self.still_max / longer)
+        """One detection over the photograph with a black border of `pad` pixels, at the
+        scale `still_factor` chooses."""
+        factor = self.still_factor(max(frame.shape[:2]) + 2 * pad)
         if pad:
             frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT)
         return self._run(frame, factor, pad)
