@@ -235,7 +235,8 @@ def _bundled_cascade() -> Path:
     return Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 
 
-# the narrowest face YuNet finds reliably, in pixels of the image it runs on (tests/test_faces.py)
+# the narrowest face YuNet finds reliably, in pixels of the image it runs on (measured by
+# tests/test_live_detectors.py)
 SMALLEST_FACE_PX = 18
 
 
