@@ -15,7 +15,6 @@ face cut by the photograph's edge is still found.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agegender.configs import group_options, load_option
 from agegender.errors import UserError
+from agegender.faces.yunet_native import load_yunet
 
 
 class DetectorError(UserError):
@@ -386,25 +386,12 @@ def _near_edge(box: Box, width: int, height: int, share: float = 0.02) -> bool:
 
 
 def _load_yuface(threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """yuface's raw detect function, its OpenMP pool limited to `threads`.
-
-    yuface ships its own OpenMP runtime, which reads OMP_NUM_THREADS once when it loads; left
-    to one thread per core it spins against torch's threads on a small CPU.
-    """
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(max(1, int(threads)))
     try:
-        from yuface import c_detect
+        return load_yunet(threads)
     except ImportError as error:
         raise DetectorError(
             "detector=yunet needs the package 'yuface' (pip install yuface); or use detector=haar"
         ) from error
-    finally:
-        if previous is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
-    return c_detect
 
 
 DetectorFactory = Callable[..., Detector]
