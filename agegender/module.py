@@ -124,6 +124,15 @@ class AgeGenderModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if stage == "fit" and self.hparams.init_age_bias and datamodule is not None:
             self.net.init_age_bias(datamodule.train_mean_age)
+        if stage == "fit" and datamodule is not None:
+            self._record_source(getattr(datamodule, "source_eye_px", None))
+
+    def _record_source(self, eye_px: float | None) -> None:
+        """The checkpoint records the training faces' eye distance in their photographs, so
+        that live, eval and serve shrink sharper faces to it (faces.align.match_source)."""
+        crop = self.meta.get("crop")
+        if eye_px is not None and crop is not None and crop.get("align", True):
+            self.meta = {**self.meta, "crop": {**crop, "source_eye_px": eye_px}}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The age head's raw output and the gender logit (see AgeGenderNet.raw_heads)."""

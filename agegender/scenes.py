@@ -18,6 +18,7 @@ from skimage import data
 from torch import nn
 
 from agegender.checkpoint import build_meta, save_checkpoint
+from agegender.faces.crop import Framing
 from agegender.faces.detectors import Box, Detector, build_detector
 from agegender.faces.photo import PhotoCrop
 from agegender.model import AgeGenderNet, NetConfig
@@ -25,6 +26,8 @@ from agegender.model import AgeGenderNet, NetConfig
 FRAME_SIZE = (640, 480)
 FPS = 30.0
 IMAGE_SIZE = 128  # the model input of conf/data/utkface.yaml
+# what training on UTKFace's aligned photographs records as their faces' eye distance
+UTKFACE_EYE_PX = 25.0
 # (patch side in pixels, lane centre y, horizontal speed px/frame, phase) for each face
 FACE_PATHS = ((150, 240, 4.0, 0.0), (140, 95, -5.0, 0.35), (130, 385, 3.0, 0.7))
 
@@ -129,13 +132,14 @@ def write_untrained_checkpoint(
 ) -> Path:
     """An untrained checkpoint (for speed and plumbing: they do not depend on the weights).
 
-    `framed`: recorded as trained on the default face path, so live aligns faces as it
-    would; False: photographs as stored (centre squares)."""
+    `framed`: recorded as trained on the default face path, UTKFace's aligned photographs'
+    eye distance included, so live aligns (and source-matches) faces as it would for such a
+    model; False: photographs as stored (centre squares)."""
     torch.manual_seed(seed)
     net = NetConfig()
     model = AgeGenderNet(net)
     model.init_age_bias(30.0)  # plausible labels in pictures made with it
-    crop = PhotoCrop().to_meta() if framed else None
+    crop = PhotoCrop(Framing(source_eye_px=UTKFACE_EYE_PX)).to_meta() if framed else None
     meta = build_meta(net, image_size, (1, 80), "frozen", crop=crop)
     return save_checkpoint(path, model, meta)
 

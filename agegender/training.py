@@ -67,7 +67,10 @@ def _crop_meta(cfg: DictConfig, start: LoadedCheckpoint | None) -> dict[str, Any
     crop_cfg = cfg.data.get("crop")
     crop = PhotoCrop.from_config(None if crop_cfg is None else _container(crop_cfg))
     meta = None if crop is None else crop.to_meta()
-    if start is not None and start.meta.get("crop") != meta:
+    started = dict(start.meta.get("crop") or {}) if start is not None else None
+    if started is not None:
+        started.pop("source_eye_px", None)  # measured by each run on its own data
+    if start is not None and (started or None) != meta:
         log.warning(
             "the start checkpoint was trained on crop=%s, this run uses %s",
             start.meta.get("crop"),

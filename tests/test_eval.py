@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agegender.checkpoint import CheckpointError
+from agegender.checkpoint import CheckpointError, load_checkpoint
 from agegender.contract import RACES
 from agegender.data.split import SplitMismatchError
 from agegender.data.utkface import DatasetError, age_band, parse_name
@@ -77,8 +77,9 @@ def test_metrics_equal_a_direct_computation_on_the_saved_test_split(
     labels = [parse_name(Path(name).name) for name in names]
     ages = np.array([label.age for label in labels], dtype=np.float64)
     genders = np.array([label.gender for label in labels])
-    # the face path, as eval.py runs it by default (crop=face) and as the run was trained
-    crop = PhotoCrop.from_config(PhotoCrop().to_meta()).cropper(64)
+    # the face path, as eval.py runs it by default (crop=face): the framing the run recorded
+    meta = load_checkpoint(brief_run / "checkpoints" / "best.ckpt").meta
+    crop = PhotoCrop.from_config(meta["crop"]).cropper(64)
     faces = [crop(decode_bgr((root / name).read_bytes()))[0] for name in names]
     images = np.stack(faces).transpose(0, 3, 1, 2)
     predictor = TorchPredictor(brief_run / "checkpoints" / "best.ckpt")
@@ -121,6 +122,20 @@ def test_metrics_equal_a_direct_computation_on_the_saved_test_split(
         assert checked > 50
     assert report.summary["backend"] == "torch"
     assert report.summary["data"].startswith(f"test split of {brief_run / 'split.json'}")
+
+
+def test_training_records_the_eye_distance_of_its_faces(brief_run: Path) -> None:
+    """The checkpoint's framing carries the training faces' median eye distance (what live
+    and eval shrink sharper faces to), measured here again on part of the training split."""
+    meta = load_checkpoint(brief_run / "checkpoints" / "best.ckpt").meta
+    recorded = meta["crop"]["source_eye_px"]
+    split = json.loads((brief_run / "split.json").read_text())
+    root, yunet = Path(split["root"]), build_detector("yunet")
+    eyes = [
+        frame_photo(decode_bgr((root / name).read_bytes()), yunet, Framing(), 64).eye_px
+        for name, _ in split["train"][:60]
+    ]
+    assert recorded == pytest.approx(np.median([e for e in eyes if e is not None]), rel=0.1)
 
 
 def test_eval_agrees_with_the_test_metrics_training_logged(brief_run: Path, report) -> None:
@@ -201,7 +216,7 @@ def test_both_crop_modes_agree_on_photographs_already_aligned(
         matrix = cv2.getRotationMatrix2D((256 + rng.uniform(-30, 30), 180), angle, scale)
         photo = cv2.warpAffine(portrait, matrix, (512, 512), borderMode=cv2.BORDER_REFLECT)
         photo = cv2.convertScaleAbs(photo, alpha=rng.uniform(0.7, 1.2))
-        face, outcome = frame_photo(photo, detector, Framing(), 128)
+        face, outcome, _ = frame_photo(photo, detector, Framing(), 128)
         assert outcome == "aligned"
         cv2.imwrite(str(folder / f"{20 + 5 * index}_1_0_2017010402310{index:04d}.jpg"), face)
     best = trained_run / "checkpoints" / "best.ckpt"

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from skimage import data
 
-from agegender.faces.align import TEMPLATE, align_face, similarity, template_points
+from agegender.faces.align import (
+    SHARPER_THAN,
+    TEMPLATE,
+    align_face,
+    eye_distance,
+    jpeg_round_trip,
+    similarity,
+    template_points,
+)
 from agegender.faces.crop import LEGACY_FRAMING, Framing, FramingError, crop_face, framing_of
 from agegender.faces.detectors import Box, build_detector
 from agegender.faces.photo import PhotoCrop, frame_photo, main_face
@@ -94,7 +102,7 @@ def test_an_aligned_crop_of_a_rotated_face_comes_out_upright(astronaut, degrees)
     landmarks follow only part of a strong tilt); the box crop keeps the tilt."""
     tilted = rotate(astronaut, degrees)
     refined = build_detector("yunet", refine_px=224)
-    crop, outcome = frame_photo(tilted, refined, Framing(), SIZE)
+    crop, outcome, _ = frame_photo(tilted, refined, Framing(), SIZE)
     assert outcome == "aligned" and crop.shape == (SIZE, SIZE, 3)
     box = main_face(refined.detect_still(tilted), *tilted.shape[:2])
     boxed = crop_face(tilted, box, LEGACY_FRAMING, SIZE)
@@ -106,7 +114,7 @@ def test_an_aligned_crop_of_a_rotated_face_comes_out_upright(astronaut, degrees)
 def test_an_aligned_face_is_found_where_the_template_says(astronaut, yunet) -> None:
     """Alignment is (nearly) a fixed point: the template is where the detector itself puts
     the landmarks of a face framed like the training photographs."""
-    once, _ = frame_photo(astronaut, yunet, Framing(), SIZE)
+    once = frame_photo(astronaut, yunet, Framing(), SIZE).crop
     (again,) = yunet.detect_still(once)
     points = np.asarray(again.landmarks).reshape(5, 2)
     np.testing.assert_allclose(points, template_points(SIZE), atol=0.05 * SIZE)
@@ -114,7 +122,7 @@ def test_an_aligned_face_is_found_where_the_template_says(astronaut, yunet) -> N
 
 def test_a_photo_without_a_face_is_centre_cropped_and_said_so(yunet) -> None:
     wall = np.full((90, 160, 3), 128, np.uint8)
-    crop, outcome = frame_photo(wall, yunet, Framing(), 32)
+    crop, outcome, _ = frame_photo(wall, yunet, Framing(), 32)
     assert outcome == "centre" and crop.shape == (32, 32, 3)
 
 
@@ -174,10 +182,6 @@ def test_detail_px_takes_a_sharp_face_down_to_the_training_photographs_detail(
     sharp = crop_face(big, box, Framing(), 128)
     soft = crop_face(big, box, Framing(detail_px=32), 128)
     assert soft.shape == sharp.shape == (128, 128, 3)
-
-    def fine_detail(image: np.ndarray) -> float:
-        return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
-
     assert fine_detail(soft) < fine_detail(sharp) / 4
     assert abs(float(soft.mean()) - float(sharp.mean())) < 2  # the same face, only softer
     # a crop already at or below the limit is left alone
@@ -195,3 +199,70 @@ def test_align_face_shrinks_large_faces_without_aliasing() -> None:
     landmarks = template_points(1024).reshape(-1)
     crop = align_face(stripes, landmarks, 64)
     assert abs(float(crop.mean()) - 127.5) < 8 and float(crop.std()) < 20
+
+
+def fine_detail(image: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+def test_a_sharp_face_is_framed_as_a_small_training_photograph_would_show_it(
+    astronaut, yunet
+) -> None:
+    """With source_eye_px, the portrait's face comes out as it would from a copy of the
+    photograph shrunk until the eyes are that far apart and saved as JPEG."""
+    face = main_face(yunet.detect_still(astronaut), *astronaut.shape[:2])
+    eyes = eye_distance(face.landmarks)
+    assert 30 < eyes < 60  # the portrait's eyes, in its own pixels
+    sharp = crop_face(astronaut, face, Framing(), SIZE)
+    for source_eye_px in (15.0, 20.0):
+        matched = crop_face(astronaut, face, Framing(source_eye_px=source_eye_px), SIZE)
+        side = round(astronaut.shape[0] * source_eye_px / eyes)
+        small = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_AREA)
+        # pixel centres move with the resize: x -> (x + 0.5) * f - 0.5
+        shrunk = tuple((v + 0.5) * side / 512 - 0.5 for v in face.landmarks)
+        photo = crop_face(jpeg_round_trip(small), face._replace(landmarks=shrunk), Framing(), SIZE)
+        assert 0.7 < fine_detail(matched) / fine_detail(photo) < 1.4
+        assert fine_detail(sharp) > 3 * fine_detail(photo)
+        # the same face in the same place, and closer to the small photograph's than sharp
+        apart = lambda a, b: float(np.abs(a.astype(float) - b.astype(float)).mean())  # noqa: E731
+        assert apart(matched, photo) < min(5.0, apart(sharp, photo))
+
+
+def test_faces_no_sharper_than_the_training_photographs_are_left_alone(astronaut) -> None:
+    points = template_points(512).reshape(-1, 2)
+    eyes = eye_distance(points)
+    box = Box(0, 0, 1, 1, 1.0, tuple(points.reshape(-1).tolist()))
+    assert np.array_equal(
+        crop_face(astronaut, box, Framing(source_eye_px=eyes / SHARPER_THAN), SIZE),
+        crop_face(astronaut, box, Framing(), SIZE),
+    )
+    assert not np.array_equal(
+        crop_face(astronaut, box, Framing(source_eye_px=eyes / SHARPER_THAN / 1.1), SIZE),
+        crop_face(astronaut, box, Framing(), SIZE),
+    )
+
+
+def test_source_eye_px_softens_a_sharp_face_and_keeps_it_framed(astronaut, yunet) -> None:
+    face = main_face(yunet.detect_still(astronaut), *astronaut.shape[:2])
+    sharp = crop_face(astronaut, face, Framing(), SIZE)
+    matched = crop_face(astronaut, face, Framing(source_eye_px=20.0), SIZE)
+    assert fine_detail(matched) < fine_detail(sharp) / 2
+    # the same face in the same place: only the detail differs
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 2.0).astype(np.float64)
+    assert np.corrcoef(blurred.ravel(), matched.astype(np.float64).ravel())[0, 1] > 0.95
+    # recorded with the framing, in the key of stores built with it; absent when unset
+    meta = PhotoCrop(Framing(source_eye_px=25.1)).to_meta()
+    assert framing_of({"crop": meta}).source_eye_px == 25.1
+    assert PhotoCrop(Framing(source_eye_px=25.1)).key() != PhotoCrop().key()
+    assert "source_eye_px" not in PhotoCrop().key()
+    with pytest.raises(FramingError, match="source_eye_px"):
+        Framing(source_eye_px=0.5)
+
+
+def test_frame_photo_reports_the_face_eye_distance(astronaut, yunet) -> None:
+    framed = frame_photo(astronaut, yunet, Framing(), SIZE)
+    face = main_face(yunet.detect_still(astronaut), *astronaut.shape[:2])
+    assert framed.outcome == "aligned"
+    assert framed.eye_px == pytest.approx(eye_distance(face.landmarks))
+    wall = np.full((200, 200, 3), 90, np.uint8)
+    assert frame_photo(wall, yunet, Framing(), 32).eye_px is None

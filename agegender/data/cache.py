@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -24,7 +24,7 @@ import numpy as np
 from rich.progress import track
 
 from agegender.data.utkface import Sample
-from agegender.faces.photo import OUTCOMES, PhotoCrop
+from agegender.faces.photo import OUTCOMES, FramedPhoto, PhotoCrop
 from agegender.io import atomic_target, remove_stale_temps, write_atomic
 from agegender.preprocess import ImageDecodeError, decode_bgr, square_resize
 
@@ -54,6 +54,9 @@ class ImageStore:
     decoded: int  # images decoded by this call: 0 when an existing store was reused
     # per image: how it was framed (faces.photo.OUTCOMES), or "unreadable"
     outcomes: list[str]
+    # per image: the face's eye distance in the photograph's pixels (None: no landmarks);
+    # empty for stores built before it was recorded
+    eye_px: list[float | None] = field(default_factory=list)
 
     def outcome_counts(self) -> dict[str, int]:
         return {name: self.outcomes.count(name) for name in (*OUTCOMES, UNREADABLE)}
@@ -72,23 +75,24 @@ def open_store(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-Cropper = Callable[[np.ndarray], tuple[np.ndarray, str]]
+Cropper = Callable[[np.ndarray], FramedPhoto]
 
 
 def decode_for_store(
     file: Path, image_size: int, cropper: Cropper | None = None
-) -> tuple[np.ndarray | None, str]:
-    """One image file as the store holds it (uint8 [3, S, S] RGB) and its outcome; None and
-    "unreadable" if it does not decode. `cropper` is the face path (BGR photo -> RGB crop)."""
+) -> tuple[np.ndarray | None, str, float | None]:
+    """One image file as the store holds it (uint8 [3, S, S] RGB), its outcome and its face's
+    eye distance in pixels; None and "unreadable" if it does not decode. `cropper` is the
+    face path (BGR photo -> RGB crop)."""
     try:
         bgr = decode_bgr(file.read_bytes())
     except (ImageDecodeError, OSError):
-        return None, UNREADABLE
+        return None, UNREADABLE, None
     if cropper is None:
-        rgb, outcome = cv2.cvtColor(square_resize(bgr, image_size), cv2.COLOR_BGR2RGB), "centre"
-    else:
-        rgb, outcome = cropper(bgr)
-    return rgb.transpose(2, 0, 1), outcome
+        rgb = cv2.cvtColor(square_resize(bgr, image_size), cv2.COLOR_BGR2RGB)
+        return rgb.transpose(2, 0, 1), "centre", None
+    framed = cropper(bgr)
+    return framed.crop.transpose(2, 0, 1), framed.outcome, framed.eye_px
 
 
 def open_or_build(
@@ -113,14 +117,15 @@ def open_or_build(
         images = open_store(array_path)
         if images.shape == (len(samples), 3, image_size, image_size):
             valid = np.array(meta["valid"], dtype=bool)
-            return ImageStore(array_path, images, valid, 0, list(meta["outcomes"]))
+            eye_px = list(meta.get("eye_px", []))
+            return ImageStore(array_path, images, valid, 0, list(meta["outcomes"]), eye_px)
         log.warning("image store %s has an unexpected shape; rebuilding it", array_path)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temps(cache_dir, "*images-*.tmp-*"):  # a killed build's leftovers
         log.info("removed %s, left by a build that was killed", stale.name)
     with atomic_target(array_path) as array_tmp:
-        valid, outcomes = _build_store(
+        valid, outcomes, eye_px = _build_store(
             array_tmp, root, samples, image_size, crop, progress, workers
         )
     write_atomic(  # last: its presence marks the store complete
@@ -132,10 +137,11 @@ def open_or_build(
                 "crop": None if crop is None else json.loads(crop.key()),
                 "valid": valid.tolist(),
                 "outcomes": outcomes,
+                "eye_px": eye_px,
             }
         ),
     )
-    return ImageStore(array_path, open_store(array_path), valid, len(samples), outcomes)
+    return ImageStore(array_path, open_store(array_path), valid, len(samples), outcomes, eye_px)
 
 
 def _build_store(
@@ -146,12 +152,13 @@ def _build_store(
     crop: PhotoCrop | None,
     progress: bool,
     workers: int | None,
-) -> tuple[np.ndarray, list[str]]:
+) -> tuple[np.ndarray, list[str], list[float | None]]:
     """Decode (and frame) every photograph into a new uint8 array at `array_path`."""
     shape = (len(samples), 3, image_size, image_size)
     images = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=shape)
     valid = np.zeros(len(samples), dtype=bool)
     outcomes: list[str] = []
+    eye_px: list[float | None] = []
     files = [root / sample.relpath for sample in samples]
     cropper = crop.cropper(image_size) if crop is not None else None
     skip_misses = crop is not None and crop.on_miss == "skip"
@@ -167,11 +174,12 @@ def _build_store(
             description=f"{action} {len(files)} images at {image_size}px (once)",
             disable=not progress,
         )
-        for index, (image, outcome) in enumerate(steps):
+        for index, (image, outcome, eyes) in enumerate(steps):
             outcomes.append(outcome)
+            eye_px.append(None if eyes is None else round(eyes, 2))
             if image is not None:
                 images[index] = image
                 valid[index] = not (skip_misses and outcome == "centre")
     images.flush()
     del images
-    return valid, outcomes
+    return valid, outcomes, eye_px

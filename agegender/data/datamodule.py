@@ -387,6 +387,18 @@ class UTKFaceDataModule(L.LightningDataModule):
             )
 
     @property
+    def source_eye_px(self) -> float | None:
+        """The training photographs' median eye distance in their own pixels (faces found
+        with landmarks), or None when the store does not record it."""
+        assert self.data is not None and self.split is not None, "call setup() first"
+        eye_px = self.data.store.eye_px
+        if not eye_px:
+            return None
+        rows = self.data.rows[np.array(self.split.indices("train"), dtype=np.int64)]
+        found = [eye_px[row] for row in rows if eye_px[row] is not None]
+        return round(float(np.median(found)), 1) if found else None
+
+    @property
     def train_mean_age(self) -> float:
         return float(np.mean([s.age for s in self.samples_of("train")]))
 

@@ -27,6 +27,12 @@ TEMPLATE = np.array(
 )
 # Downscaling by more than this in one warp aliases; the frame is shrunk with INTER_AREA first.
 _MAX_WARP_SHRINK = 2.0
+# Source matching: a face is matched to the training photographs only when its eyes are this
+# much farther apart than theirs (faces of the training photographs' own size stay as they are)
+SHARPER_THAN = 1.25
+# ... and is then re-compressed as the training photographs were: UTKFace's files are JPEG
+# quality 75
+SOURCE_JPEG_QUALITY = 75
 
 
 def template_points(size: int, margin: float = 0.0) -> np.ndarray:
@@ -54,14 +60,71 @@ def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, shift[:, None]])
 
 
+def eye_distance(landmarks: np.ndarray) -> float:
+    """Pixels between the two eyes (the first two landmarks)."""
+    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    return float(np.hypot(*(points[1] - points[0])))
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int = SOURCE_JPEG_QUALITY) -> np.ndarray:
+    encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+    return cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).reshape(image.shape)
+
+
+def is_sharper_than_source(landmarks: np.ndarray, source_eye_px: float | None) -> bool:
+    """Whether a face's eyes are clearly farther apart than the training photographs'."""
+    return source_eye_px is not None and eye_distance(landmarks) > SHARPER_THAN * source_eye_px
+
+
 def align_face(
-    image: np.ndarray, landmarks: np.ndarray, size: int, margin: float = 0.0
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    size: int,
+    margin: float = 0.0,
+    source_eye_px: float | None = None,
 ) -> np.ndarray:
     """The face warped onto the template: [size, size, C] of `image`'s dtype.
 
     Parts of the crop outside the image repeat its edge pixels, so a face at the border of a
-    tight photograph does not gain a black frame that live faces never have.
+    tight photograph does not gain a black frame that live faces never have. With
+    `source_eye_px`, a face sharper than the training photographs is first shrunk to their
+    size and JPEG-compressed as they were (`match_source`).
     """
+    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    if is_sharper_than_source(points, source_eye_px):
+        image, points = match_source(image, points, float(source_eye_px), margin)
+    return _warp(image, points, size, margin)
+
+
+def match_source(
+    image: np.ndarray, landmarks: np.ndarray, source_eye_px: float, margin: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The face's surroundings as a training photograph shows them: shrunk until the eyes
+    are `source_eye_px` apart and JPEG-compressed as those files were; the landmarks moved
+    along.
+
+    The network learns the detail of its training photographs (UTKFace's aligned files are
+    small JPEGs); a sharper face (a webcam, a large photograph) would show it texture it
+    never saw.
+    """
+    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    factor = source_eye_px / eye_distance(points)
+    # only the neighbourhood the crop can reach (its corners lie within 1.8 eye distances
+    # of the landmarks' centre) is shrunk: cheap on a large frame
+    reach = 2.0 * (1.0 + margin) * eye_distance(points)
+    centre = points.mean(0)
+    height, width = image.shape[:2]
+    x1, y1 = max(0, int(centre[0] - reach)), max(0, int(centre[1] - reach))
+    x2, y2 = min(width, int(centre[0] + reach) + 1), min(height, int(centre[1] + reach) + 1)
+    region = image[y1:y2, x1:x2]
+    size = (max(1, round(region.shape[1] * factor)), max(1, round(region.shape[0] * factor)))
+    small = jpeg_round_trip(cv2.resize(region, size, interpolation=cv2.INTER_AREA))
+    scale = np.array([size[0] / region.shape[1], size[1] / region.shape[0]])
+    # pixel centres move with a resize: x -> (x + 0.5) * scale - 0.5
+    return small, (points - [x1, y1] + 0.5) * scale - 0.5
+
+
+def _warp(image: np.ndarray, landmarks: np.ndarray, size: int, margin: float) -> np.ndarray:
     target = template_points(size, margin)
     points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
     matrix = similarity(points, target)
@@ -73,9 +136,7 @@ def align_face(
         small_size = (max(1, round(width * factor)), max(1, round(height * factor)))
         image = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
         factors = np.array([small_size[0] / width, small_size[1] / height])
-        matrix = similarity(
-            np.asarray(landmarks).reshape(-1, 2) * factors, template_points(size, margin)
-        )
+        matrix = similarity(points * factors, target)
     return cv2.warpAffine(
         image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )

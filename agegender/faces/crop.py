@@ -34,12 +34,17 @@ class Framing:
     - `detail_px`: every crop is reduced to this many pixels a side and scaled back up, so a
       sharp face (a webcam, a large photograph) carries no more detail than the training
       photographs did (null = as sharp as the source allows).
+    - `source_eye_px`: the training photographs' typical eye distance in their own pixels,
+      which training measures and records in the checkpoint; an aligned face whose eyes are
+      clearly farther apart is first shrunk to it and JPEG-compressed as those files were
+      (`align.match_source`). None = faces as sharp as their source (training itself).
     """
 
     align: bool = True
     margin: float = 0.0
     box_margin: float = 0.4
     detail_px: int | None = None
+    source_eye_px: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin <= 2 or not 0 <= self.box_margin <= 3:
@@ -51,18 +56,23 @@ class Framing:
             raise FramingError(
                 f"crop detail_px={self.detail_px}: use 16..1024 pixels, or null for no limit"
             )
+        if self.source_eye_px is not None and not 2 <= self.source_eye_px <= 1000:
+            raise FramingError(
+                f"crop source_eye_px={self.source_eye_px}: use 2..1000 pixels, or null"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
-        if values["detail_px"] is None:  # left out: stores and checkpoints from before it
-            del values["detail_px"]  # keep their keys
+        for optional in ("detail_px", "source_eye_px"):
+            if values[optional] is None:  # left out: stores and checkpoints from before it
+                del values[optional]  # keep their keys
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> Framing:
         """A framing from config or checkpoint metadata; unknown keys are a user error."""
         values = dict(values or {})
-        known = {"align", "margin", "box_margin", "detail_px"}
+        known = {"align", "margin", "box_margin", "detail_px", "source_eye_px"}
         if set(values) - known:
             raise FramingError(
                 f"unknown crop option(s) {sorted(set(values) - known)}; known: {sorted(known)}"
@@ -72,6 +82,9 @@ class Framing:
             margin=float(values.get("margin", cls.margin)),
             box_margin=float(values.get("box_margin", cls.box_margin)),
             detail_px=None if values.get("detail_px") is None else int(values["detail_px"]),
+            source_eye_px=(
+                None if values.get("source_eye_px") is None else float(values["source_eye_px"])
+            ),
         )
 
 
@@ -108,7 +121,9 @@ def crop_face(frame: np.ndarray, box: Box, framing: Framing, size: int) -> np.nd
     """One face of a frame as the network sees it: [size, size, 3] in the frame's channel
     order. Aligned on the landmarks when the box has them and the framing asks for it."""
     if framing.align and box.landmarks is not None:
-        crop = align_face(frame, np.asarray(box.landmarks), size, framing.margin)
+        crop = align_face(
+            frame, np.asarray(box.landmarks), size, framing.margin, framing.source_eye_px
+        )
     else:
         crop = square_resize(box_crop(frame, box, framing.box_margin), size)
     return limit_detail(crop, framing.detail_px)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
 
-from agegender.faces.align import TEMPLATE
+from agegender.faces.align import TEMPLATE, eye_distance
 from agegender.faces.crop import Framing, FramingError, crop_face, limit_detail
 from agegender.faces.detectors import Box, Detector, build_detector
 from agegender.preprocess import square_resize
@@ -42,9 +42,16 @@ def main_face(boxes: list[Box], height: int, width: int) -> Box | None:
     return max(boxes, key=weight)
 
 
-def frame_photo(
-    image: np.ndarray, detector: Detector, framing: Framing, size: int
-) -> tuple[np.ndarray, Outcome]:
+class FramedPhoto(NamedTuple):
+    """A photograph's face crop, how it was framed, and the face's eye distance in the
+    photograph's pixels (None without landmarks): training records the typical one."""
+
+    crop: np.ndarray
+    outcome: Outcome
+    eye_px: float | None = None
+
+
+def frame_photo(image: np.ndarray, detector: Detector, framing: Framing, size: int) -> FramedPhoto:
     """A photograph of one person -> its face's crop and how it was framed.
 
     With no face found the whole photograph is centre-cropped (callers may drop those).
@@ -52,9 +59,11 @@ def frame_photo(
     height, width = image.shape[:2]
     face = main_face(detector.detect_still(image), height, width)
     if face is None:
-        return limit_detail(square_resize(image, size), framing.detail_px), "centre"
-    outcome: Outcome = "aligned" if framing.align and face.landmarks is not None else "box"
-    return crop_face(image, face, framing, size), outcome
+        return FramedPhoto(limit_detail(square_resize(image, size), framing.detail_px), "centre")
+    if face.landmarks is None:
+        return FramedPhoto(crop_face(image, face, framing, size), "box")
+    outcome: Outcome = "aligned" if framing.align else "box"
+    return FramedPhoto(crop_face(image, face, framing, size), outcome, eye_distance(face.landmarks))
 
 
 @dataclass(frozen=True)
@@ -101,12 +110,12 @@ class PhotoCrop:
         """What a checkpoint records so that live and eval frame faces the same way."""
         return {**self.framing.to_dict(), "detector": self.detector}
 
-    def cropper(self, size: int) -> Callable[[np.ndarray], tuple[np.ndarray, Outcome]]:
-        """BGR photograph -> (RGB crop [size, size, 3], outcome)."""
+    def cropper(self, size: int) -> Callable[[np.ndarray], FramedPhoto]:
+        """BGR photograph -> its FramedPhoto, the crop RGB [size, size, 3]."""
         detector = build_detector(self.detector)
 
-        def crop(bgr: np.ndarray) -> tuple[np.ndarray, Outcome]:
-            face, outcome = frame_photo(bgr, detector, self.framing, size)
-            return cv2.cvtColor(face, cv2.COLOR_BGR2RGB), outcome
+        def crop(bgr: np.ndarray) -> FramedPhoto:
+            framed = frame_photo(bgr, detector, self.framing, size)
+            return framed._replace(crop=cv2.cvtColor(framed.crop, cv2.COLOR_BGR2RGB))
 
         return crop
