@@ -24,6 +24,7 @@ from agegender.checkpoint import (
     load_checkpoint,
     net_config,
 )
+from agegender.data.balance import balance_options
 from agegender.data.datamodule import UTKFaceDataModule
 from agegender.errors import UserError
 from agegender.faces.photo import PhotoCrop
@@ -241,6 +242,8 @@ def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise UserError(f"phase={cfg.phase.name}: choose phase=frozen or phase=finetune")
     trainer_flags(cfg)  # bad flags: one line before any work
     check_optim(cfg)
+    if cfg.data.get("age_balance"):
+        balance_options(_container(cfg.data.age_balance))
     resume_from = resume_checkpoint(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir = str(run_dir)  # what ${run_dir} means in the logger/ and callbacks/ configs

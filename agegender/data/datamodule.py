@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from agegender.data.balance import balanced_sampler
 from agegender.data.batched import BatchedMapDataset
 from agegender.data.cache import UNREADABLE, ImageStore, open_or_build, open_store
 from agegender.data.features import (
@@ -224,6 +225,7 @@ class UTKFaceDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         workers_for_flip_only: bool = True,
         augment: dict[str, Any] | None = None,
+        age_balance: dict[str, Any] | None = None,
         feature_cache: str | bool = "auto",
         synthetic: dict[str, Any] | None = None,
         split_dir: str | Path | None = None,
@@ -244,6 +246,7 @@ class UTKFaceDataModule(L.LightningDataModule):
             "persistent_workers": bool(persistent_workers),
             "workers_for_flip_only": bool(workers_for_flip_only),
             "augment": augment,
+            "age_balance": age_balance,
             "feature_cache": parse_mode(feature_cache),
             "synthetic": synthetic,
         }
@@ -420,10 +423,15 @@ class UTKFaceDataModule(L.LightningDataModule):
             # Stored images with at most a flip: one read per batch, which on small CPUs costs
             # less in this process than a worker's inter-process copy (docs/training_at_scale.md).
             workers = workers if self.config.get("workers_for_flip_only", True) else 0
+        sampler = None
+        if name == "train" and self.config.get("age_balance"):
+            ages = [s.age for s in self.samples_of("train")]
+            sampler, shuffle = balanced_sampler(ages, self.config["age_balance"]), False
         return DataLoader(
             dataset,
             batch_size=int(self.config["batch_size"]),
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             collate_fn=getattr(dataset, "collate_fn", None),  # batched datasets collate
             pin_memory=bool(self.config.get("pin_memory", False)),
