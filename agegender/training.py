@@ -68,14 +68,13 @@ def _crop_meta(cfg: DictConfig, start: LoadedCheckpoint | None) -> dict[str, Any
     crop_cfg = cfg.data.get("crop")
     crop = PhotoCrop.from_config(None if crop_cfg is None else _container(crop_cfg))
     meta = None if crop is None else crop.to_meta()
-    started = dict(start.meta.get("crop") or {}) if start is not None else None
-    if started is not None:
-        started.pop("source_eye_px", None)  # measured by each run on its own data
-    if start is not None and (started or None) != meta:
+    if start is None:
+        return meta
+    # source_eye_px is measured by each run on its own data, not chosen: left out here
+    started = {k: v for k, v in (start.meta.get("crop") or {}).items() if k != "source_eye_px"}
+    if (started or None) != meta:
         log.warning(
-            "the start checkpoint was trained on crop=%s, this run uses %s",
-            start.meta.get("crop"),
-            meta,
+            "the start checkpoint was trained on crop=%s, this run uses %s", started or None, meta
         )
     return meta
 

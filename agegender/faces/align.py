@@ -67,6 +67,7 @@ def eye_distance(landmarks: np.ndarray) -> float:
 
 
 def jpeg_round_trip(image: np.ndarray, quality: int = SOURCE_JPEG_QUALITY) -> np.ndarray:
+    """The image as it comes back from a JPEG file of that quality."""
     encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
     return cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).reshape(image.shape)
 
@@ -108,10 +109,11 @@ def match_source(
     never saw.
     """
     points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    factor = source_eye_px / eye_distance(points)
+    eyes = eye_distance(points)
+    factor = source_eye_px / eyes
     # only the neighbourhood the crop can reach (its corners lie within 1.8 eye distances
     # of the landmarks' centre) is shrunk: cheap on a large frame
-    reach = 2.0 * (1.0 + margin) * eye_distance(points)
+    reach = 2.0 * (1.0 + margin) * eyes
     centre = points.mean(0)
     height, width = image.shape[:2]
     x1, y1 = max(0, int(centre[0] - reach)), max(0, int(centre[1] - reach))
