@@ -23,45 +23,12 @@ from agegender.calibration import (
     recorded_temperature,
 )
 from agegender.contract import META_KEY
+from agegender.losses import DistributionAgeLoss, TaskWeighting, build_age_loss
 from agegender.model import AgeGenderNet, NetConfig
 
 STAGES = ("train", "val", "test")
 # optim.optimizer when a module is built without one (train.yaml sets it)
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3}
-AGE_LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
-
-
-def soft_age_labels(ages: torch.Tensor, values: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian label distributions [B, K] over `values` around each true age (normalised
-    over the bins, so ages near the ends keep a proper distribution)."""
-    logits = -((values[None, :] - ages[:, None]) ** 2) / (2 * sigma**2)
-    return torch.softmax(logits, dim=1)
-
-
-class DistributionAgeLoss(nn.Module):
-    """DLDL-v2: KL(Gaussian label distribution || predicted distribution) plus `l1` times
-    the L1 error of the predicted distribution's expectation, in years."""
-
-    def __init__(self, values: torch.Tensor, sigma: float = 2.0, l1: float = 1.0) -> None:
-        super().__init__()
-        if sigma <= 0 or l1 < 0:
-            raise ValueError(f"loss.dldl_sigma must be > 0 and loss.dldl_l1 >= 0 ({sigma}, {l1})")
-        self.register_buffer("values", values.float(), persistent=False)
-        self.sigma = float(sigma)
-        self.l1 = float(l1)
-
-    def forward(self, logits: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
-        log_p = torch.log_softmax(logits.float(), dim=1)
-        target = soft_age_labels(ages.float(), self.values, self.sigma)
-        kl = nn.functional.kl_div(log_p, target, reduction="batchmean")
-        expectation = log_p.exp() @ self.values
-        return kl + self.l1 * (expectation - ages).abs().mean()
-
-
-def build_age_loss(name: str, huber_delta: float = 5.0) -> nn.Module:
-    if name not in AGE_LOSSES:
-        raise ValueError(f"loss.age must be one of {sorted(AGE_LOSSES)}, got '{name}'")
-    return nn.HuberLoss(delta=huber_delta) if name == "huber" else AGE_LOSSES[name]()
 
 
 class AgeGenderModule(L.LightningModule):
@@ -94,8 +61,12 @@ class AgeGenderModule(L.LightningModule):
         else:
             self.age_loss = build_age_loss(loss.get("age", "l1"), loss.get("huber_delta", 5.0))
         self.gender_loss = nn.BCEWithLogitsLoss()
-        self.w_age = float(loss.get("w_age", 1.0))
-        self.w_gender = float(loss.get("w_gender", 1.0))
+        self.task_weighting = TaskWeighting(
+            loss.get("weighting", "fixed"),
+            float(loss.get("w_age", 1.0)),
+            float(loss.get("w_gender", 1.0)),
+        )
+        self.weighting_lr = float(loss.get("weighting_lr", 0.01))
         # ModuleDict keys cannot be "train" (an nn.Module method), hence the "_metrics" suffix.
         self.metrics = nn.ModuleDict(
             {
@@ -146,7 +117,7 @@ class AgeGenderModule(L.LightningModule):
         age, gender = batch["age"].float(), batch["gender"].float()
         age_loss = self.age_loss(age_output, age)
         gender_loss = self.gender_loss(gender_logit, gender)
-        loss = self.w_age * age_loss + self.w_gender * gender_loss
+        loss = self.task_weighting(age_loss, gender_loss)
         metrics = self.metrics[f"{stage}_metrics"]
         metrics["age_mae"](age_pred.detach(), age)
         metrics["gender_acc"](gender_logit.detach(), gender.long())
@@ -163,6 +134,11 @@ class AgeGenderModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
+
+    def on_train_epoch_end(self) -> None:
+        if self.task_weighting.log_vars is not None:  # the learned weights, for the curves
+            w_age, w_gender = self.task_weighting.weights()
+            self.log_dict({"train/w_age": w_age, "train/w_gender": w_gender})
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -184,17 +160,49 @@ class AgeGenderModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimiser over the trainable parameters and, when `optim.scheduler` names
-        one, its learning-rate schedule, stepped once per epoch (both Hydra partials)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = instantiate(self.optim_cfg.get("optimizer") or DEFAULT_OPTIMIZER)(params)
+        one, its learning-rate schedule (both Hydra partials): stepped once per epoch, or
+        once per batch for a one-cycle schedule, which peaks at each group's rate."""
+        optimizer = instantiate(self.optim_cfg.get("optimizer") or DEFAULT_OPTIMIZER)(
+            self._param_groups()
+        )
+        for group in optimizer.param_groups:
+            group["lr"] *= group.pop("lr_scale", 1.0)
         scheduler_cfg = self.optim_cfg.get("scheduler")
         if not scheduler_cfg:
             return optimizer
-        scheduler = instantiate(scheduler_cfg)(optimizer)
+        make_scheduler = instantiate(scheduler_cfg)
+        if getattr(make_scheduler, "func", None) is torch.optim.lr_scheduler.OneCycleLR:
+            peaks = [group["lr"] for group in optimizer.param_groups]
+            scheduler = make_scheduler(optimizer, max_lr=peaks, total_steps=self._total_steps())
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
+        scheduler = make_scheduler(optimizer)
         schedule: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             schedule["monitor"] = self.optim_cfg.get("monitor") or "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters in groups: the backbone's at optim.lr times
+        optim.backbone_lr_scale (discriminative learning rates), the neck's and heads' at
+        optim.lr, learned task weights at loss.weighting_lr."""
+        backbone_scale = float(self.optim_cfg.get("backbone_lr_scale", 1.0))
+        backbone = [p for p in self.net.features.parameters() if p.requires_grad]
+        taken = {id(p) for p in backbone}
+        weights = [p for p in self.task_weighting.parameters() if p.requires_grad]
+        taken |= {id(p) for p in weights}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
+        groups: list[dict[str, Any]] = [{"params": rest}]
+        if backbone:
+            groups.append({"params": backbone, "lr_scale": backbone_scale})
+        if weights:
+            groups.append({"params": weights, "lr": self.weighting_lr})
+        return groups
+
+    def _total_steps(self) -> int:
+        return int(self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         calibration = {"gender_temperature": self.gender_temperature}

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from agegender.checkpoint import build_meta, load_checkpoint, save_checkpoint
+from agegender.losses import DistributionAgeLoss, soft_age_labels
 from agegender.model import AgeGenderNet, NetConfig
-from agegender.module import AgeGenderModule, DistributionAgeLoss, soft_age_labels
+from agegender.module import AgeGenderModule
 
 DIST = NetConfig(age_head="distribution", age_bins=(0, 10))
 

@@ -83,3 +83,53 @@ def test_another_optimizer_and_no_schedule_by_config_alone() -> None:
 
 def test_a_module_built_without_optim_uses_adam() -> None:
     assert isinstance(module(None).configure_optimizers(), torch.optim.Adam)
+
+
+def test_backbone_blocks_learn_at_a_scaled_rate_and_the_heads_at_the_full_one() -> None:
+    optim = optim_config("phase=finetune", "optim.lr=1e-3", "optim.backbone_lr_scale=0.1")
+    net = NetConfig()
+    model = AgeGenderModule(
+        net.to_dict(), build_meta(net, 64, (1, 80), "frozen"), optim=optim, trainable_from=10
+    )
+    config = model.configure_optimizers()
+    optimizer = config["optimizer"]
+    backbone = {id(p) for p in model.net.features.parameters() if p.requires_grad}
+    rates = {}
+    for group in optimizer.param_groups:
+        ids = {id(p) for p in group["params"]}
+        rates["backbone" if ids <= backbone else "heads"] = group["lr"]
+        assert ids <= backbone or not ids & backbone  # no group mixes the two
+    assert rates == pytest.approx({"backbone": 1e-4, "heads": 1e-3})
+    # the cosine anneals both groups from their own starting rate
+    for _ in range(10):
+        optimizer.step()
+        config["lr_scheduler"]["scheduler"].step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-6, 1e-6])
+
+
+def test_one_cycle_warms_up_to_each_groups_rate_and_steps_every_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    optim = optim_config(
+        "phase=finetune", "schedule=onecycle", "optim.lr=1e-3", "optim.backbone_lr_scale=0.5"
+    )
+    net = NetConfig()
+    model = AgeGenderModule(
+        net.to_dict(), build_meta(net, 64, (1, 80), "frozen"), optim=optim, trainable_from=16
+    )
+    monkeypatch.setattr(model, "_total_steps", lambda: 100)
+    config = model.configure_optimizers()
+    optimizer, schedule = config["optimizer"], config["lr_scheduler"]
+    assert isinstance(schedule["scheduler"], torch.optim.lr_scheduler.OneCycleLR)
+    assert schedule["interval"] == "step"
+    history = []
+    for _ in range(100):
+        history.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        schedule["scheduler"].step()
+    heads, backbone = zip(*history, strict=True)
+    assert heads[0] == pytest.approx(1e-3 / 25) and backbone[0] == pytest.approx(0.5e-3 / 25)
+    assert max(heads) == pytest.approx(1e-3, rel=1e-3)
+    assert max(backbone) == pytest.approx(0.5e-3, rel=1e-3)
+    assert heads.index(max(heads)) in range(28, 32)  # the peak at 30 % of the batches
+    assert heads[-1] < 1e-3 / 1000
