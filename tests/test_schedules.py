@@ -32,6 +32,7 @@ def test_default_finetune_anneals_on_a_cosine_from_lr_to_min_lr_over_its_epochs(
     config = module(optim_config("phase=finetune", "finetune.epochs=4")).configure_optimizers()
     optimizer, schedule = config["optimizer"], config["lr_scheduler"]
     assert isinstance(optimizer, torch.optim.Adam) and schedule["interval"] == "epoch"
+    assert len(optimizer.param_groups) == 1  # one rate for all: older last.ckpt files resume
     rates = [optimizer.param_groups[0]["lr"]]
     for _ in range(4):
         optimizer.step()
