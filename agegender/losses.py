@@ -53,7 +53,6 @@ class TaskWeighting(nn.Module):
         super().__init__()
         if kind not in TASK_WEIGHTINGS:
             raise ValueError(f"loss.weighting must be one of {list(TASK_WEIGHTINGS)}, got '{kind}'")
-        self.kind = kind
         self.fixed = (float(w_age), float(w_gender))
         # log-variances of (age, gender); zero = both weights 1 at the start
         self.log_vars = nn.Parameter(torch.zeros(2)) if kind == "uncertainty" else None
