@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--imagenet",
         action="store_true",
-        help="start from ImageNet weights and finetune as the recipe does (needs the weights)",
+        help="start from ImageNet weights and keep the default finetune (needs the weights)",
     )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
     args = parser.parse_args(argv)
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     python = sys.executable
     common = [f"outputs_dir={outputs}", *args.overrides]
     # conf/experiment/demo*.yaml: demo_scratch finetunes every block of a random backbone,
-    # demo_imagenet keeps the recipe's finetune.
+    # demo_imagenet keeps the default finetune.
     frozen_experiment, finetune_experiment = (
         ("demo_imagenet", "demo_imagenet") if args.imagenet else ("demo", "demo_scratch")
     )

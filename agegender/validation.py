@@ -138,6 +138,9 @@ TRAIN = {
     "loss.weighting": Choice("fixed", "uncertainty"),
     "loss.weighting_lr": POSITIVE,
     "optim.backbone_lr_scale": POSITIVE,
+    # before optim.lr, which phase=finetune takes from finetune.lr: the error names the key set
+    "finetune.lr": POSITIVE,
+    "finetune.epochs": Int(1),
     "optim.lr": POSITIVE,
     "optim.weight_decay": Float(0),
     "model.hidden_units": Int(1),

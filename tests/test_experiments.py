@@ -20,8 +20,8 @@ def test_the_default_finetune_is_the_measured_best_combination() -> None:
     cfg = composed("phase=finetune")
     assert cfg["model"]["age_head"] == "distribution"
     scheduler = cfg["optim"]["scheduler"]
-    assert scheduler["_target_"] == "torch.optim.lr_scheduler.CosineAnnealingLR"
-    assert scheduler["T_max"] == 10 and scheduler["eta_min"] == 1.0e-6
+    assert scheduler["_target_"] == "torch.optim.lr_scheduler.OneCycleLR"
+    assert cfg["optim"]["lr"] == 3.0e-4
     assert cfg["trainer"]["max_epochs"] == 10
     assert cfg["callbacks"]["early_stopping"]["monitor"] == "val/age_mae"
     assert cfg["data"]["crop"]["detail_px"] is None  # measured: worse on the aligned set
@@ -41,6 +41,6 @@ def test_experiment_original_is_the_keras_recipe_in_both_phases(phase: str) -> N
         scheduler = cfg["optim"]["scheduler"]
         assert scheduler["_target_"] == "torch.optim.lr_scheduler.ReduceLROnPlateau"
         assert cfg["optim"]["monitor"] == "val/loss"
-        assert cfg["trainer"]["max_epochs"] == 15
+        assert cfg["trainer"]["max_epochs"] == 15 and cfg["optim"]["lr"] == 1.0e-4
     else:  # the frozen phase never had a schedule, and caches its backbone features
         assert cfg["optim"]["scheduler"] is None

@@ -1,5 +1,5 @@
 """The optimiser and learning-rate schedules the module builds from the composed `optim`
-config (Hydra partials): cosine annealing by default, the plateau for experiment=original."""
+config (Hydra partials): one cycle by default, the plateau for experiment=original."""
 
 from __future__ import annotations
 
@@ -28,20 +28,40 @@ def module(optim: dict | None) -> AgeGenderModule:
     return AgeGenderModule(net.to_dict(), build_meta(net, 64, (1, 80), "frozen"), optim=optim)
 
 
-def test_default_finetune_anneals_on_a_cosine_from_lr_to_min_lr_over_its_epochs() -> None:
-    config = module(optim_config("phase=finetune", "finetune.epochs=4")).configure_optimizers()
+def test_default_finetune_runs_one_cycle_to_its_own_rate_on_one_parameter_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = module(optim_config("phase=finetune"))
+    monkeypatch.setattr(model, "_total_steps", lambda: 50)
+    config = model.configure_optimizers()
+    optimizer, schedule = config["optimizer"], config["lr_scheduler"]
+    assert isinstance(schedule["scheduler"], torch.optim.lr_scheduler.OneCycleLR)
+    assert schedule["interval"] == "step"
+    assert len(optimizer.param_groups) == 1  # one rate for all: older last.ckpt files resume
+    rates = []
+    for _ in range(50):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule["scheduler"].step()
+    # finetune.lr is the peak; the frozen phase keeps its own rate
+    assert max(rates) == pytest.approx(3e-4, rel=1e-3)
+    assert optim_config()["lr"] == pytest.approx(1e-3)
+
+
+def test_cosine_anneals_from_lr_to_min_lr_over_the_epochs() -> None:
+    optim = optim_config("phase=finetune", "schedule=cosine", "finetune.epochs=4")
+    config = module(optim).configure_optimizers()
     optimizer, schedule = config["optimizer"], config["lr_scheduler"]
     assert isinstance(optimizer, torch.optim.Adam) and schedule["interval"] == "epoch"
-    assert len(optimizer.param_groups) == 1  # one rate for all: older last.ckpt files resume
     rates = [optimizer.param_groups[0]["lr"]]
     for _ in range(4):
         optimizer.step()
         schedule["scheduler"].step()
         rates.append(optimizer.param_groups[0]["lr"])
-    assert rates[0] == pytest.approx(1e-4) and rates[-1] == pytest.approx(1e-6)
+    assert rates[0] == pytest.approx(3e-4) and rates[-1] == pytest.approx(1e-6)
     assert all(a > b for a, b in zip(rates[:-1], rates[1:], strict=True))  # falls each epoch
     # halfway, the cosine's midpoint: the mean of the two ends
-    assert rates[2] == pytest.approx((1e-4 + 1e-6) / 2)
+    assert rates[2] == pytest.approx((3e-4 + 1e-6) / 2)
 
 
 def test_the_optimizer_is_built_only_over_trainable_parameters() -> None:
@@ -67,6 +87,7 @@ def test_experiment_original_lowers_the_rate_on_a_validation_loss_plateau() -> N
     assert isinstance(schedule["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert schedule["monitor"] == "val/loss"
     assert schedule["scheduler"].factor == pytest.approx(0.2)
+    assert config["optimizer"].param_groups[0]["lr"] == pytest.approx(1e-4)  # the recipe's rate
 
 
 def test_another_optimizer_and_no_schedule_by_config_alone() -> None:
@@ -87,7 +108,9 @@ def test_a_module_built_without_optim_uses_adam() -> None:
 
 
 def test_backbone_blocks_learn_at_a_scaled_rate_and_the_heads_at_the_full_one() -> None:
-    optim = optim_config("phase=finetune", "optim.lr=1e-3", "optim.backbone_lr_scale=0.1")
+    optim = optim_config(
+        "phase=finetune", "schedule=cosine", "optim.lr=1e-3", "optim.backbone_lr_scale=0.1"
+    )
     net = NetConfig()
     model = AgeGenderModule(
         net.to_dict(), build_meta(net, 64, (1, 80), "frozen"), optim=optim, trainable_from=10
