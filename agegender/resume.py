@@ -1,7 +1,9 @@
 """Resuming a killed training run, and telling finished runs from unfinished ones.
 
 `python train.py resume=RUN_DIR [overrides]` composes the run's own overrides (saved by Hydra
-in RUN_DIR/.hydra/overrides.yaml) followed by the new ones, writes Hydra's files for the
+in RUN_DIR/.hydra/overrides.yaml) and its config group choices (RUN_DIR/.hydra/hydra.yaml, so
+a default changed since, such as the finetune's schedule, does not change the run) followed
+by the new ones, writes Hydra's files for the
 resumed part into RUN_DIR/.hydra/resume-<time>/ (the run's own .hydra files stay as they
 were), and training continues from RUN_DIR/checkpoints/last.ckpt through Lightning's
 `ckpt_path`: weights, optimizer, scheduler, epoch and callback state.
@@ -40,6 +42,22 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _saved_choices(run_dir: Path) -> list[str]:
+    """`group=choice` for each of the run's config groups (Hydra's own left out), as it ran."""
+    saved = run_dir / ".hydra" / "hydra.yaml"
+    try:
+        choices = yaml.safe_load(saved.read_text())["hydra"]["runtime"]["choices"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []  # a run saved without them: its overrides alone, as before
+    if not isinstance(choices, dict):
+        return []
+    return [
+        f"{group}={choice}"
+        for group, choice in choices.items()
+        if choice is not None and not str(group).startswith("hydra/")
+    ]
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """The command line for `train.py` with resume=RUN_DIR expanded (unchanged without it)."""
     given = [arg for arg in argv[1:] if _key(arg) == "resume" and "=" in arg]
@@ -73,6 +91,8 @@ def resume_argv(argv: list[str]) -> list[str]:
     new = [arg for arg in argv[1:] if _key(arg) not in _NOT_REPLAYED]
     changed = {_key(arg) for arg in new if "=" in arg}
     kept = [str(o) for o in original if _key(str(o)) not in changed | set(_NOT_REPLAYED)]
+    named = changed | {_key(o) for o in kept}
+    kept += [c for c in _saved_choices(run_dir) if _key(c) not in named]
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     return [
         argv[0],

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from hydra import compose, initialize_config_dir
 
 from agegender.checkpoint import CheckpointError, find_latest_best, resolve_checkpoint
 from agegender.resume import RUNNING, ResumeError, resume_argv
@@ -87,6 +89,38 @@ def test_resume_argv_replays_the_runs_overrides(tmp_path: Path) -> None:
     (run / "metrics.json").write_text("{}")
     with pytest.raises(ResumeError, match="already finished"):
         resume_argv(["train.py", f"resume={run}"])
+
+
+def test_resume_keeps_the_config_groups_the_run_started_with(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (run / ".hydra" / "overrides.yaml").write_text("- phase=finetune\n- logger=csv\n")
+    choices = {
+        "phase": "finetune",
+        "logger": "csv",
+        "schedule": "cosine",  # the default when it started; a later default must not apply
+        "trainer": "cpu",
+        "experiment": None,
+        "hydra/launcher": "basic",
+    }
+    (run / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}})
+    )
+    argv = resume_argv(["train.py", f"resume={run}", "trainer=gpu"])
+    assert argv[:5] == [
+        "train.py",
+        "phase=finetune",
+        "logger=csv",
+        "schedule=cosine",
+        "trainer=gpu",
+    ]
+    assert not any(a.startswith(("experiment=", "hydra/")) for a in argv)
+    # the replayed choices compose: the run resumes on its own schedule
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=argv[1:4])
+    assert cfg.optim.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"
 
 
 def test_lightning_1_resume_flag_points_to_resume() -> None:
