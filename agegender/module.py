@@ -189,9 +189,12 @@ class AgeGenderModule(L.LightningModule):
         optim.backbone_lr_scale (discriminative learning rates), the neck's and heads' at
         optim.lr, learned task weights at loss.weighting_lr."""
         backbone_scale = float(self.optim_cfg.get("backbone_lr_scale", 1.0))
-        backbone = [p for p in self.net.features.parameters() if p.requires_grad]
-        if backbone_scale == 1.0:  # one group, as before the option: last.ckpt files resume
-            backbone = []
+        # at scale 1, one group, as before the option: older last.ckpt files resume
+        backbone = (
+            [p for p in self.net.features.parameters() if p.requires_grad]
+            if backbone_scale != 1.0
+            else []
+        )
         taken = {id(p) for p in backbone}
         weights = [p for p in self.task_weighting.parameters() if p.requires_grad]
         taken |= {id(p) for p in weights}
