@@ -124,8 +124,6 @@ def test_resume_keeps_the_config_groups_the_run_started_with(tmp_path: Path) -> 
 
 
 def test_lightning_1_resume_flag_points_to_resume() -> None:
-    from hydra import compose, initialize_config_dir
-
     from agegender.errors import UserError
     from agegender.training import trainer_flags
 
