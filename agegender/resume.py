@@ -1,9 +1,10 @@
 """Resuming a killed training run, and telling finished runs from unfinished ones.
 
 `python train.py resume=RUN_DIR [overrides]` composes the run's own overrides (saved by Hydra
-in RUN_DIR/.hydra/overrides.yaml) and its config group choices (RUN_DIR/.hydra/hydra.yaml, so
-a default changed since, such as the finetune's schedule, does not change the run) followed
-by the new ones, writes Hydra's files for the
+in RUN_DIR/.hydra/overrides.yaml), its config group choices (RUN_DIR/.hydra/hydra.yaml) and
+the finetune phase's shape as it ran (RUN_DIR/.hydra/config.yaml), so that a default changed
+since, such as the finetune's schedule or its first trainable block, does not change the
+run, followed by the new ones, writes Hydra's files for the
 resumed part into RUN_DIR/.hydra/resume-<time>/ (the run's own .hydra files stay as they
 were), and training continues from RUN_DIR/checkpoints/last.ckpt through Lightning's
 `ckpt_path`: weights, optimizer, scheduler, epoch and callback state.
@@ -58,6 +59,36 @@ def _saved_choices(run_dir: Path) -> list[str]:
     ]
 
 
+def _saved_shape(run_dir: Path) -> list[str]:
+    """`key=value` for the finetune phase's length, rate and trainable blocks as the run had them.
+
+    These are plain keys, not groups, whose defaults move as they are re-measured; a resumed
+    run given other values would not match its saved optimiser and schedule.
+    """
+    saved = run_dir / ".hydra" / "config.yaml"
+    try:
+        config = yaml.safe_load(saved.read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(config, dict):
+        return []
+    values = {}
+    finetune = config.get("finetune")
+    if isinstance(finetune, dict):
+        values.update({f"finetune.{key}": value for key, value in finetune.items()})
+    phase = config.get("phase")
+    if isinstance(phase, dict) and "trainable_from" in phase:
+        values["phase.trainable_from"] = phase["trainable_from"]
+    # numbers only: an interpolation (phase.trainable_from: ${finetune.trainable_from}) follows
+    # its source, the schedule (finetune.scheduler) comes back with its group choice, and a
+    # frozen run's null trainable_from is its phase's own
+    return [
+        f"{key}={value}"
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """The command line for `train.py` with resume=RUN_DIR expanded (unchanged without it)."""
     given = [arg for arg in argv[1:] if _key(arg) == "resume" and "=" in arg]
@@ -93,6 +124,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     kept = [str(o) for o in original if _key(str(o)) not in changed | set(_NOT_REPLAYED)]
     named = changed | {_key(o) for o in kept}
     kept += [c for c in _saved_choices(run_dir) if _key(c) not in named]
+    kept += [v for v in _saved_shape(run_dir) if _key(v) not in named]
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     return [
         argv[0],

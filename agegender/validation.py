@@ -138,9 +138,11 @@ TRAIN = {
     "loss.weighting": Choice("fixed", "uncertainty"),
     "loss.weighting_lr": POSITIVE,
     "optim.backbone_lr_scale": POSITIVE,
-    # before optim.lr, which phase=finetune takes from finetune.lr: the error names the key set
+    # before optim.lr and phase.trainable_from, which phase=finetune takes from finetune.*:
+    # the error names the key set
     "finetune.lr": POSITIVE,
     "finetune.epochs": Int(1),
+    "finetune.trainable_from": Int(0, 18),
     "optim.lr": POSITIVE,
     "optim.weight_decay": Float(0),
     "model.hidden_units": Int(1),

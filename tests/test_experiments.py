@@ -23,6 +23,7 @@ def test_the_default_finetune_is_the_measured_best_combination() -> None:
     assert scheduler["_target_"] == "torch.optim.lr_scheduler.OneCycleLR"
     assert cfg["optim"]["lr"] == 6.0e-4
     assert cfg["trainer"]["max_epochs"] == 10
+    assert cfg["phase"]["trainable_from"] == 4  # measured: better than 7 and the recipe's 10
     assert cfg["callbacks"]["early_stopping"]["monitor"] == "val/age_mae"
     assert cfg["data"]["crop"]["detail_px"] is None  # measured: worse on the aligned set
     assert cfg["data"]["augment"]["sharpness"] and cfg["data"]["augment"]["blur"]
@@ -42,5 +43,7 @@ def test_experiment_original_is_the_keras_recipe_in_both_phases(phase: str) -> N
         assert scheduler["_target_"] == "torch.optim.lr_scheduler.ReduceLROnPlateau"
         assert cfg["optim"]["monitor"] == "val/loss"
         assert cfg["trainer"]["max_epochs"] == 15 and cfg["optim"]["lr"] == 1.0e-4
+        assert cfg["phase"]["trainable_from"] == 10  # Keras's last 70 layers
     else:  # the frozen phase never had a schedule, and caches its backbone features
         assert cfg["optim"]["scheduler"] is None
+        assert cfg["phase"]["trainable_from"] is None

@@ -123,6 +123,38 @@ def test_resume_keeps_the_config_groups_the_run_started_with(tmp_path: Path) -> 
     assert cfg.optim.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"
 
 
+def test_resume_keeps_the_finetune_shape_the_run_started_with(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (run / ".hydra" / "overrides.yaml").write_text("- phase=finetune\n- finetune.epochs=12\n")
+    # saved before finetune.trainable_from existed: the phase held the block itself
+    config = {
+        "finetune": {"epochs": 12, "lr": 1.0e-4, "scheduler": {"_target_": "x"}},
+        "phase": {"name": "finetune", "trainable_from": 10},
+    }
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    argv = resume_argv(["train.py", f"resume={run}", "finetune.lr=0.001"])
+    assert argv[:5] == [
+        "train.py",
+        "phase=finetune",
+        "finetune.epochs=12",
+        "phase.trainable_from=10",
+        "finetune.lr=0.001",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=argv[1:5])
+    assert cfg.phase.trainable_from == 10 and cfg.optim.lr == 0.001
+    # a run saved with the interpolation follows its own finetune.trainable_from
+    config["phase"]["trainable_from"] = "${finetune.trainable_from}"
+    config["finetune"]["trainable_from"] = 12
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    argv = resume_argv(["train.py", f"resume={run}"])
+    assert "finetune.trainable_from=12" in argv and "finetune.lr=0.0001" in argv
+    assert not any(a.startswith(("phase.trainable_from=", "finetune.scheduler")) for a in argv)
+
+
 def test_lightning_1_resume_flag_points_to_resume() -> None:
     from agegender.errors import UserError
     from agegender.training import trainer_flags

@@ -71,11 +71,11 @@ def test_finetune_starts_from_the_newest_finished_frozen_best(trained_run: Path)
     finetune_run = next((outputs / "finetune").iterdir())
     log = (finetune_run / "train.log").read_text()
     assert f"finetune starts from {best}" in log
-    # The blocks below features[10] stay frozen in finetune, so they must be exactly the
+    # The blocks below features[4] stay frozen in finetune, so they must be exactly the
     # frozen run's trained weights (random init or a decoy would differ).
     start = torch.load(best, weights_only=True)["state_dict"]
     tuned = torch.load(finetune_run / "checkpoints" / "best.ckpt", weights_only=True)
-    frozen_keys = [k for k in start if k.startswith("net.features.") and int(k.split(".")[2]) < 10]
+    frozen_keys = [k for k in start if k.startswith("net.features.") and int(k.split(".")[2]) < 4]
     assert len(frozen_keys) > 50
     for key in frozen_keys:
         assert torch.equal(start[key], tuned["state_dict"][key]), key
@@ -84,7 +84,7 @@ def test_finetune_starts_from_the_newest_finished_frozen_best(trained_run: Path)
     finetune_split = json.loads((finetune_run / "split.json").read_text())
     assert finetune_split["test"] == frozen_split["test"]
     assert tuned["agegender"]["phase"] == "finetune"
-    assert tuned["hyper_parameters"]["trainable_from"] == 10
+    assert tuned["hyper_parameters"]["trainable_from"] == 4
 
 
 def test_finetune_without_a_frozen_run_says_what_to_do(tmp_path: Path) -> None:

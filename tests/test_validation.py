@@ -55,6 +55,11 @@ def test_the_shipped_defaults_are_valid(name: str) -> None:
         ("train", ["optim.lr=-1"], "optim.lr=-1: must be a number > 0"),
         ("train", ["optim.lr=abc"], "optim.lr=abc: must be a number > 0"),
         ("train", ["finetune.lr=-1", "phase=finetune"], "finetune.lr=-1: must be a number > 0"),
+        (
+            "train",
+            ["finetune.trainable_from=19", "phase=finetune"],
+            "finetune.trainable_from=19: must be an integer in [0, 18]",
+        ),
         ("train", ["data.split.val=0.9", "data.split.test=0.9"], "together they must be below 1"),
         ("train", ["data.split.val=1.5"], "data.split.val=1.5: must be a number in [0, 1)"),
         ("train", ["loss.age=l3"], "loss.age=l3: must be one of l1, mse, huber"),

@@ -1,6 +1,6 @@
 """Training-throughput benchmark: Lightning vs a plain PyTorch loop, and the lean-loop options.
 
-Fine-tune configuration (features[10:] trainable, phase=finetune defaults), images/s. Both
+Fine-tune configuration (phase=finetune defaults: its trainable blocks), images/s. Both
 loops drive the same AgeGenderModule built from the same seed over the same batches, held in
 memory so that loading is not measured: the plain loop calls training_step, zero_grad,
 backward and step, then computes the epoch's metrics; Lightning runs a Trainer with no
@@ -220,7 +220,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         },
         "lightning_overhead": overhead,
         "notes": (
-            f"finetune (features[10:] trainable), {size} px, batch {batch}; median step "
+            f"finetune (features[{cfg.phase.trainable_from}:] trainable), {size} px, "
+            f"batch {batch}; median step "
             f"time over the second epoch ({steps} steps) of {rounds} alternating runs each "
             f"({max(1, rounds // 2)} for the lean loop); "
             f"overhead pair: model.channels_last={cfg.model.channels_last}, "
