@@ -91,12 +91,18 @@ def test_resume_argv_replays_the_runs_overrides(tmp_path: Path) -> None:
         resume_argv(["train.py", f"resume={run}"])
 
 
-def test_resume_keeps_the_config_groups_the_run_started_with(tmp_path: Path) -> None:
+def killed_run(tmp_path: Path, *overrides: str) -> Path:
+    """A run folder as a killed run leaves it: its saved overrides and a last.ckpt."""
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    (run / ".hydra" / "overrides.yaml").write_text("- phase=finetune\n- logger=csv\n")
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    return run
+
+
+def test_resume_keeps_the_config_groups_the_run_started_with(tmp_path: Path) -> None:
+    run = killed_run(tmp_path, "phase=finetune", "logger=csv")
     choices = {
         "phase": "finetune",
         "logger": "csv",
@@ -124,11 +130,7 @@ def test_resume_keeps_the_config_groups_the_run_started_with(tmp_path: Path) -> 
 
 
 def test_resume_keeps_the_finetune_shape_the_run_started_with(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    (run / ".hydra").mkdir(parents=True)
-    (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    (run / ".hydra" / "overrides.yaml").write_text("- phase=finetune\n- finetune.epochs=12\n")
+    run = killed_run(tmp_path, "phase=finetune", "finetune.epochs=12")
     # saved before finetune.trainable_from existed: the phase held the block itself
     config = {
         "finetune": {"epochs": 12, "lr": 1.0e-4, "scheduler": {"_target_": "x"}},
