@@ -43,13 +43,24 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _saved_hydra_file(run_dir: Path, name: str) -> object:
+    """RUN_DIR/.hydra/NAME parsed, or None where it is missing or unreadable.
+
+    For what resume adds to the run's overrides: without the file, the overrides alone
+    are replayed, as for runs saved before it was read.
+    """
+    try:
+        return yaml.safe_load((run_dir / ".hydra" / name).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 def _saved_choices(run_dir: Path) -> list[str]:
     """`group=choice` for each of the run's config groups (Hydra's own left out), as it ran."""
-    saved = run_dir / ".hydra" / "hydra.yaml"
     try:
-        choices = yaml.safe_load(saved.read_text())["hydra"]["runtime"]["choices"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return []  # a run saved without them: its overrides alone, as before
+        choices = _saved_hydra_file(run_dir, "hydra.yaml")["hydra"]["runtime"]["choices"]
+    except (KeyError, TypeError):
+        return []
     if not isinstance(choices, dict):
         return []
     return [
@@ -65,11 +76,7 @@ def _saved_shape(run_dir: Path) -> list[str]:
     These are plain keys, not groups, whose defaults move as they are re-measured; a resumed
     run given other values would not match its saved optimiser and schedule.
     """
-    saved = run_dir / ".hydra" / "config.yaml"
-    try:
-        config = yaml.safe_load(saved.read_text())
-    except (OSError, yaml.YAMLError):
-        return []
+    config = _saved_hydra_file(run_dir, "config.yaml")
     if not isinstance(config, dict):
         return []
     values = {}
