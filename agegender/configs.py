@@ -18,6 +18,15 @@ def config_dir() -> Path:
     return package.parent / "conf"
 
 
+def compose_config(name: str, *overrides: str) -> DictConfig:
+    """conf/<name>.yaml composed as `python <name>.py OVERRIDES` composes it (no run folder)."""
+    # imported here: the inference modules read this file's defaults without needing Hydra
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
 def group_options(group: str) -> list[str]:
     """The options of a config group: the YAML files of conf/<group>/, by name."""
     return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))

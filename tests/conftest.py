@@ -117,8 +117,7 @@ def brief_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) ->
     this process through train.py's own config and `run_phase` (a subprocess would import
     torch and Lightning a second time).
     """
-    from hydra import compose, initialize_config_dir
-
+    from agegender.configs import compose_config
     from agegender.training import run_phase
 
     folder = tmp_path_factory.mktemp("brief")
@@ -142,8 +141,7 @@ def brief_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) ->
             f"data.cache_dir={folder / 'cache'}",
             f"outputs_dir={folder}",
         ]
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
+        cfg = compose_config("train", *overrides)
         run_dir = folder / "finetune" / "run"
         run_phase(cfg, run_dir)
     finally:

@@ -19,12 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def serve_config(*overrides: str) -> dict:
     """conf/serve.yaml composed as `python serve.py OVERRIDES` composes it."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="serve", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    from agegender.configs import compose_config
+
+    return OmegaConf.to_container(compose_config("serve", *overrides), resolve=True)
 
 
 def iou(a: list[float] | Box, b: list[float] | Box) -> float:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import WeightedRandomSampler
 
+from agegender.configs import compose_config
 from agegender.data.balance import (
     AgeBalanceError,
     age_weights,
@@ -20,7 +21,6 @@ from agegender.data.balance import (
 )
 from agegender.data.datamodule import UTKFaceDataModule
 from agegender.data.synthetic import generate_dataset
-from tests.test_wiring import compose_config
 
 
 def test_weights_are_the_inverse_age_counts_raised_to_the_power() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from agegender.bench.workload import torch_threads
+from agegender.configs import compose_config
 from agegender.data.cache import ImageStore, open_or_build
 from agegender.data.features import EmbeddingDataset, FeatureCacheError, open_or_build_features
 from agegender.data.synthetic import generate_dataset
@@ -22,7 +22,6 @@ from agegender.data.utkface import discover
 from agegender.model import AgeGenderNet
 from agegender.scenes import calibrate_batchnorm
 from agegender.training import run_phase
-from tests.conftest import REPO
 
 SIZE = 32  # MobileNetV2 still works (1x1 at the end); a quarter of the compute of 64 px
 
@@ -73,8 +72,7 @@ def backbone_file(net: AgeGenderNet, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def compose_train(*overrides: str) -> DictConfig:
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    return compose_config("train", *overrides)
 
 
 def tiny_run(faces: Path, weights: Path, out: Path, *overrides: str) -> DictConfig:

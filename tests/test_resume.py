@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
 from agegender.checkpoint import CheckpointError, find_latest_best, resolve_checkpoint
+from agegender.configs import compose_config
 from agegender.resume import RUNNING, ResumeError, resume_argv
 from tests.conftest import REPO, run_entry, write_untrained_checkpoint
 
@@ -124,8 +124,7 @@ def test_resume_keeps_the_config_groups_the_run_started_with(tmp_path: Path) -> 
     ]
     assert not any(a.startswith(("experiment=", "hydra/")) for a in argv)
     # the replayed choices compose: the run resumes on its own schedule
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=argv[1:4])
+    cfg = compose_config("train", *argv[1:4])
     assert cfg.optim.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"
 
 
@@ -145,8 +144,7 @@ def test_resume_keeps_the_finetune_shape_the_run_started_with(tmp_path: Path) ->
         "phase.trainable_from=10",
         "finetune.lr=0.001",
     ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=argv[1:5])
+    cfg = compose_config("train", *argv[1:5])
     assert cfg.phase.trainable_from == 10 and cfg.optim.lr == 0.001
     # a run saved with the interpolation follows its own finetune.trainable_from
     config["phase"]["trainable_from"] = "${finetune.trainable_from}"
@@ -161,9 +159,8 @@ def test_lightning_1_resume_flag_points_to_resume() -> None:
     from agegender.errors import UserError
     from agegender.training import trainer_flags
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["+trainer.resume_from_checkpoint=x.ckpt"])
-        assert trainer_flags(compose(config_name="train"))["max_epochs"] == 15
+    cfg = compose_config("train", "+trainer.resume_from_checkpoint=x.ckpt")
+    assert trainer_flags(compose_config("train"))["max_epochs"] == 15
     with pytest.raises(UserError, match="resume=RUN_DIR"):
         trainer_flags(cfg)
 

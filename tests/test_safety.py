@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from agegender.configs import compose_config
 from agegender.data.utkface import DigestIndex
 from agegender.errors import UserError
 from agegender.evaluation.run import evaluate
@@ -29,7 +29,7 @@ from agegender.io import (
     temp_path,
     write_atomic,
 )
-from tests.conftest import REPO, run_entry
+from tests.conftest import run_entry
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -42,9 +42,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def live_config(**overrides: object) -> dict:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="live", overrides=["display=false"])
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(compose_config("live", "display=false"), resolve=True)
     config.update(overrides)
     return config
 

@@ -3,23 +3,18 @@ config (Hydra partials): one cycle by default, the plateau for experiment=origin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from agegender.checkpoint import build_meta
+from agegender.configs import compose_config
 from agegender.model import NetConfig
 from agegender.module import AgeGenderModule
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def optim_config(*overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides))
+    cfg = compose_config("train", *overrides)
     return OmegaConf.to_container(cfg.optim, resolve=True)  # type: ignore[return-value]
 
 

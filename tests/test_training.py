@@ -115,9 +115,8 @@ def test_no_data_root_at_all_points_to_the_options(tmp_path: Path) -> None:
 def test_frozen_init_from_is_honoured_and_an_empty_test_split_writes_valid_json(
     tmp_path: Path, synthetic_root: Path, untrained_checkpoint: Path
 ) -> None:
-    from hydra import compose, initialize_config_dir
-
-    from tests.conftest import REPO, run_phase_on_one_thread
+    from agegender.configs import compose_config
+    from tests.conftest import run_phase_on_one_thread
 
     overrides = [
         "phase=frozen",
@@ -132,8 +131,7 @@ def test_frozen_init_from_is_honoured_and_an_empty_test_split_writes_valid_json(
         f"data.cache_dir={tmp_path / 'cache'}",
         f"outputs_dir={tmp_path}",
     ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_config("train", *overrides)
     run_dir = tmp_path / "frozen" / "run"
     run_phase_on_one_thread(cfg, run_dir)
 

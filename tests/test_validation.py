@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from agegender.checkpoint import CheckpointError, load_checkpoint
+from agegender.configs import compose_config
 from agegender.data.utkface import MalformedNameError, parse_name
 from agegender.errors import UserError
 from agegender.inference.onnx_backend import OnnxPredictor
@@ -30,14 +30,13 @@ from agegender.validation import (
     validate,
     validate_meta,
 )
-from tests.conftest import REPO, run_entry
+from tests.conftest import run_entry
 
 TABLES = {"train": TRAIN, "live": LIVE, "export": EXPORT, "eval": EVAL}
 
 
 def composed(name: str, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=list(overrides))
+    cfg = compose_config(name, *overrides)
     return OmegaConf.to_container(cfg, resolve=True)
 
 

@@ -7,20 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from agegender.configs import config_dir
+from agegender.configs import compose_config, config_dir
 from agegender.faces.detectors import Box, Detector, DetectorError, build_detector
 from agegender.inference.pipeline import LiveSettings
 from agegender.inference.tracking import IouTracker
 
 CONF = config_dir()
-
-
-def compose_config(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
 
 
 def test_the_config_groups_are_built_from_target() -> None:
@@ -98,11 +92,9 @@ def test_a_new_detector_is_a_class_and_a_yaml_file(tmp_path: Path) -> None:
     folder = tmp_path / "conf" / "detector"
     folder.mkdir(parents=True)
     (folder / "corner.yaml").write_text(f"_target_: {__name__}.CornerDetector\nsize: 7\n")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            config_name="live",
-            overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "detector=corner"],
-        )
+    cfg = compose_config(
+        "live", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "detector=corner"
+    )
     detector = build_detector(OmegaConf.to_container(cfg.detector))
     assert detector.detect(np.zeros((20, 20, 3), np.uint8)) == [Box(0, 0, 7, 7)]
     with pytest.raises(DetectorError, match="bad option"):

@@ -17,20 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from agegender.configs import config_dir
+from agegender.configs import compose_config
 from agegender.data.synthetic import generate_dataset
 
-CONF_DIR = config_dir()
 THREADS = 1  # intra-op threads for the training benchmarks, as for inference and live
 
 
 def train_config(*overrides: str) -> DictConfig:
     """The config train.py would compose with these overrides."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    return compose_config("train", *overrides)
 
 
 def faces(folder: Path, count: int) -> Path:
