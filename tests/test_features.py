@@ -71,12 +71,9 @@ def backbone_file(net: AgeGenderNet, tmp_path_factory: pytest.TempPathFactory) -
     return path
 
 
-def compose_train(*overrides: str) -> DictConfig:
-    return compose_config("train", *overrides)
-
-
 def tiny_run(faces: Path, weights: Path, out: Path, *overrides: str) -> DictConfig:
-    return compose_train(
+    return compose_config(
+        "train",
         "phase=frozen",
         f"model.weights={weights}",
         "logger=none",

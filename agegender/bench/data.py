@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from agegender.bench.workload import best_of, faces, print_result, timed, train_config
+from agegender.bench.workload import best_of, faces, print_result, timed
+from agegender.configs import compose_config
 from agegender.data.cache import decode_for_store
 from agegender.data.datamodule import UTKFaceDataModule, build_augmentation
 
@@ -68,7 +69,8 @@ def loaders(root: Path, cache_dir: Path, phase: str) -> dict[str, DataLoader]:
     comparison with the same settings as the decoding side, they are also measured through
     the preset's workers.
     """
-    cfg = train_config(
+    cfg = compose_config(
+        "train",
         f"phase={phase}",
         f"data.root={root}",
         f"data.cache_dir={cache_dir}",

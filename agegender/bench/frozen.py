@@ -26,8 +26,8 @@ from agegender.bench.workload import (
     quiet_lightning,
     timed,
     torch_threads,
-    train_config,
 )
+from agegender.configs import compose_config
 from agegender.data.datamodule import UTKFaceDataModule
 from agegender.data.features import open_or_build_features
 from agegender.scenes import calibrate_batchnorm
@@ -99,7 +99,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     size = QUICK_IMAGE_SIZE if quick else IMAGE_SIZE
     with tempfile.TemporaryDirectory(prefix="agegender-bench-frozen-") as folder:
         root = faces(Path(folder), QUICK_COUNT if quick else COUNT)
-        cfg = train_config(
+        cfg = compose_config(
+            "train",
             "phase=frozen",
             f"data.root={root}",
             f"data.cache_dir={Path(folder) / 'cache'}",

@@ -33,8 +33,8 @@ from agegender.bench.workload import (
     print_result,
     quiet_lightning,
     torch_threads,
-    train_config,
 )
+from agegender.configs import compose_config
 from agegender.data.cache import open_or_build
 from agegender.data.utkface import discover
 from agegender.module import AgeGenderModule
@@ -169,7 +169,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     )
     base = ("phase=finetune", "model.pretrained=none", "schedule=none")
     base += (f"data.image_size={size}", f"data.batch_size={batch}")
-    cfg = train_config(*base)
+    cfg = compose_config("train", *base)
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="agegender-bench-train-") as name,
@@ -196,7 +196,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "trainer.precision=bf16-mixed",
             ),
         }
-        configs = {label: train_config(*base, *extra) for label, extra in variants.items()}
+        configs = {
+            label: compose_config("train", *base, *extra) for label, extra in variants.items()
+        }
         lean = median_step(
             max(1, rounds // 2),
             {

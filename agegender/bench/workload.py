@@ -1,4 +1,4 @@
-"""What the training benchmarks (data, frozen, train) share: generated faces, the real config,
+"""What the training benchmarks (data, frozen, train) share: generated faces,
 BatchNorm calibration, thread count, best-of timing and a plain table printer.
 
 Timings on a shared machine are noisy, so each pair is measured in alternating rounds and the
@@ -17,17 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
-from agegender.configs import compose_config
 from agegender.data.synthetic import generate_dataset
 
 THREADS = 1  # intra-op threads for the training benchmarks, as for inference and live
-
-
-def train_config(*overrides: str) -> DictConfig:
-    """The config train.py would compose with these overrides."""
-    return compose_config("train", *overrides)
 
 
 def faces(folder: Path, count: int) -> Path:
