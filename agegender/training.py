@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ from agegender.resume import LAST, METRICS, RUNNING, ResumeError
 log = logging.getLogger(__name__)
 
 PHASES = ("frozen", "finetune")
+
+# The backbone blocks below `trainable_from` are kept in eval mode on purpose (their batch-norm
+# statistics stay ImageNet's); Lightning warns about every such module at each fit.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def _container(config: DictConfig) -> dict[str, Any]:
