@@ -32,6 +32,7 @@ import numpy as np
 
 from agegender.api import FaceAnalyzer
 from agegender.io import write_atomic
+from agegender.preprocess import ImageDecodeError, decode_bgr
 
 GROUP_URL = (
     "https://files.pythonhosted.org/packages/11/c7/"
@@ -87,10 +88,12 @@ def fetch_group_photo(cache: Path, url: str = GROUP_URL) -> Path:
 
 
 def read_photo(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise PhotoError(f"{path}: not a readable image; pass a JPEG or PNG file")
-    return image
+    try:
+        return decode_bgr(path.read_bytes())
+    except (OSError, ImageDecodeError) as error:
+        raise PhotoError(
+            f"{path}: not a readable image ({error}); pass a JPEG or PNG file"
+        ) from error
 
 
 def judge(faces: list[dict], expected: Expectation) -> dict:
