@@ -39,3 +39,10 @@ def test_quick_live_benchmark_runs_every_row() -> None:
             assert ratio == pytest.approx(
                 row["fps"] / rows[(faces, "every frame", backend)]["fps"], abs=0.006
             )
+
+
+def test_live_benchmark_refuses_a_tiny_input_size(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench_live.main(["--image-size", "128", "16"])
+    assert exit_info.value.code != 0
+    assert "--image-size" in capsys.readouterr().err

@@ -8,6 +8,8 @@ and prediction on every frame, for the torch backend and, when it is available, 
 Box recall against the known face positions shows that carrying boxes between detections
 keeps them on the faces.
 
+`python -m agegender.bench.live_loop --image-size 128 144` times models of several input sizes
+side by side in one run (what a larger input costs the live loop);
 `python -m agegender.bench.live_loop --clip PATH [--faces N] [--frames N]` only writes a clip
 (used by `make demo`).
 """
@@ -60,7 +62,8 @@ def measure(
 ) -> dict:
     """One pass of the live loop over the clip: frames/s, ms per stage, box recall."""
     detector = live_detector()
-    predictor.predict([np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)] * 3)  # warm-up
+    size = predictor.image_size
+    predictor.predict([np.zeros((size, size, 3), np.uint8)] * 3)  # warm-up
     detector.detect(background())
     settings = LiveSettings(  # one crop per face (tta=none): the network's own cost
         detect_every=detect_every, predict_every=predict_every, scan_every=scan_every, tta=None
@@ -91,38 +94,40 @@ def measure(
     }
 
 
-def _measure_all(frames: int, notes: list[str]) -> list[dict]:
+def _measure_all(frames: int, image_sizes: tuple[int, ...]) -> list[dict]:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="agegender-bench-live-") as tmp:
         workdir = Path(tmp)
-        checkpoint = write_untrained_checkpoint(workdir / "bench.ckpt")
-        predictors: dict[str, Predictor] = {
-            "torch": TorchPredictor(checkpoint),
-            "onnxruntime": onnx_predictor(checkpoint, workdir),
-        }
+        predictors: dict[tuple[int, str], Predictor] = {}
+        for size in image_sizes:
+            checkpoint = write_untrained_checkpoint(workdir / f"bench{size}.ckpt", size)
+            predictors[size, "torch"] = TorchPredictor(checkpoint)
+            predictors[size, "onnxruntime"] = onnx_predictor(checkpoint, workdir / str(size))
         for faces in (1, 3):
             clip = workdir / f"clip{faces}.mp4"
             truth = make_face_clip(clip, faces=faces, frames=frames)
             for mode, cadence in MODES.items():
-                for backend, predictor in predictors.items():
+                for (size, backend), predictor in predictors.items():
                     result = measure(predictor, clip, truth, *cadence)
-                    rows.append({"faces": faces, "mode": mode, "backend": backend, **result})
+                    rows.append(
+                        {"faces": faces, "mode": mode, "input": size, "backend": backend, **result}
+                    )
     return rows
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, image_sizes: tuple[int, ...] = (IMAGE_SIZE,)) -> dict:
     frames = 60 if quick else 300
-    notes: list[str] = []
     threads_before = torch.get_num_threads(), cv2.getNumThreads()
     set_threads(THREADS)  # what conf/live.yaml uses
     try:
-        rows = _measure_all(frames, notes)
+        rows = _measure_all(frames, image_sizes)
     finally:
         torch.set_num_threads(threads_before[0])
         cv2.setNumThreads(threads_before[1])
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    notes.append(
-        f"{frames} frames of 640x480 per row, model input {IMAGE_SIZE}px, threads "
+    sizes = " and ".join(f"{size}" for size in image_sizes)
+    note = (
+        f"{frames} frames of 640x480 per row, model input {sizes}px, threads "
         f"{THREADS}, {os.cpu_count()} CPUs, load average {load}; tuned = detect every "
         f"{MODES['tuned'][0]} frames (a full scan every {MODES['tuned'][2]}th time, otherwise "
         f"near known faces), predict each face every {MODES['tuned'][1]}; decoding "
@@ -134,10 +139,11 @@ def run(quick: bool = False) -> dict:
         tuned = [r for r in rows if r["faces"] == faces and r["mode"] == "tuned"]
         every = [r for r in rows if r["faces"] == faces and r["mode"] == "every frame"]
         for t, e in zip(tuned, every, strict=True):
-            key = f"tuned/every-frame fps, {faces} face(s), {t['backend']}"
+            size = "" if len(image_sizes) == 1 else f", {t['input']}px"
+            key = f"tuned/every-frame fps, {faces} face(s), {t['backend']}{size}"
             ratios[key] = round(t["fps"] / e["fps"], 2)
-    _print_table(rows, notes)
-    return {"entry": "live", "rows": rows, "ratios": ratios, "notes": "; ".join(notes)}
+    _print_table(rows, [note])
+    return {"entry": "live", "rows": rows, "ratios": ratios, "notes": note}
 
 
 def _print_table(rows: list[dict], notes: list[str]) -> None:
@@ -145,7 +151,7 @@ def _print_table(rows: list[dict], notes: list[str]) -> None:
     from rich.table import Table
 
     table = Table(title="live pipeline: frames/s and ms per frame per stage")
-    columns = ["faces", "mode", "backend", "fps", *(f"{s}_ms" for s in STAGES)]
+    columns = ["faces", "mode", "input", "backend", "fps", *(f"{s}_ms" for s in STAGES)]
     columns += ["decode_thread_ms", "box_recall", "box_iou"]
     for column in columns:
         table.add_column(column.removesuffix("_ms"), justify="right")
@@ -165,12 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faces", type=int, default=1)
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--image-size", type=int, nargs="+", default=[IMAGE_SIZE], help="model input sizes"
+    )
     args = parser.parse_args(argv)
+    if any(size < 32 for size in args.image_size):
+        parser.error("--image-size: each size must be at least 32 pixels")
     if args.clip:
         make_face_clip(args.clip, faces=args.faces, frames=args.frames)
         print(f"wrote {args.clip} ({args.frames} frames, {args.faces} face(s), 640x480)")
         return 0
-    run(quick=args.quick)
+    run(quick=args.quick, image_sizes=tuple(args.image_size))
     return 0
 
 
