@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torchmetrics.functional.classification import binary_calibration_error
 
 ECE_BINS = 15
 # log-spaced candidates: a temperature outside this range means the split is too small
@@ -35,6 +34,10 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def expected_calibration_error(p_female: torch.Tensor, labels: torch.Tensor) -> float:
     """ECE over equal-width confidence bins (torchmetrics' binary_calibration_error)."""
+    # imported here: torchmetrics takes seconds to import, and live.py, serve.py and
+    # export.py reach this module (through checkpoint loading) without needing it
+    from torchmetrics.functional.classification import binary_calibration_error
+
     probs = torch.as_tensor(p_female, dtype=torch.float64).flatten().contiguous()
     if probs.numel() == 0:
         return float("nan")
