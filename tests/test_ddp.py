@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, tiny_training
 
 # The entry point of train.py plus a probe callback (added by config) that writes what each
@@ -58,6 +60,7 @@ PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # two training processes; make test-slow runs it
 def test_two_process_ddp_run_logs_once_with_identical_metrics_on_both_ranks(
     tmp_path: Path,
 ) -> None:
