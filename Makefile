@@ -7,9 +7,6 @@ BIN    := $(VENV)/bin
 DEMO_OUT ?= outputs/demo
 # Extra demo options and Hydra overrides for every demo training run, e.g. DEMO_ARGS=--imagenet
 DEMO_ARGS ?=
-# --no-compile: Python compiles only the modules it imports, when first imported, instead of
-# pip byte-compiling every file of torch and its companions at install time
-PIP_FLAGS ?= --quiet --no-compile
 
 .PHONY: demo test test-slow lint bench clean-cache
 
@@ -17,11 +14,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install $(PIP_FLAGS) -e .
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install $(PIP_FLAGS) -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
 lint: $(VENV)/.installed-dev
@@ -33,7 +30,7 @@ test: lint
 
 # The Optuna sweep test needs the optuna extra.
 $(VENV)/.installed-extras: pyproject.toml $(VENV)/.installed-dev
-	$(BIN)/pip install $(PIP_FLAGS) -e '.[dev,optuna]'
+	$(BIN)/pip install --quiet -e '.[dev,optuna]'
 	touch $@
 
 test-slow: $(VENV)/.installed-extras
