@@ -34,7 +34,8 @@ def expected_ratios(entry: str, rows: list[dict]) -> dict[str, float]:
     }
 
 
-@pytest.mark.parametrize("entry", ["data", "frozen", "train"])
+# the train entry times several trainings: a slow test
+@pytest.mark.parametrize("entry", ["data", "frozen", pytest.param("train", marks=pytest.mark.slow)])
 def test_quick_benchmark_prints_its_pairs_and_writes_json(
     entry: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,6 +28,7 @@ def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
+@pytest.mark.slow  # a process per job; make test-slow runs it
 def test_multirun_over_two_learning_rates_completes(tmp_path: Path) -> None:
     result = run_entry("train.py", "-m", "optim.lr=1e-3,1e-4", *tiny(tmp_path), timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
