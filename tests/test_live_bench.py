@@ -41,8 +41,11 @@ def test_quick_live_benchmark_runs_every_row() -> None:
             )
 
 
-def test_live_benchmark_refuses_a_tiny_input_size(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("size", ["16", "4096"])
+def test_live_benchmark_refuses_an_input_size_training_refuses(
+    size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        bench_live.main(["--image-size", "128", "16"])
+        bench_live.main(["--image-size", "128", size])
     assert exit_info.value.code != 0
     assert "--image-size" in capsys.readouterr().err

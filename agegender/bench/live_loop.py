@@ -40,6 +40,7 @@ from agegender.scenes import (
     make_face_clip,
     write_untrained_checkpoint,
 )
+from agegender.validation import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 # (detect_every, predict_every, scan_every): the defaults, and everything on every frame
 MODES = {"tuned": (3, 3, 4), "every frame": (1, 1, 1)}
@@ -175,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         "--image-size", type=int, nargs="+", default=[IMAGE_SIZE], help="model input sizes"
     )
     args = parser.parse_args(argv)
-    if any(size < 32 for size in args.image_size):
-        parser.error("--image-size: each size must be at least 32 pixels")
+    if any(not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE for size in args.image_size):
+        parser.error(
+            f"--image-size: each size must be {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, "
+            "as data.image_size"
+        )
     if args.clip:
         make_face_clip(args.clip, faces=args.faces, frames=args.frames)
         print(f"wrote {args.clip} ({args.frames} frames, {args.faces} face(s), 640x480)")
