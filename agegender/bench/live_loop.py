@@ -143,11 +143,11 @@ def run(quick: bool = False, image_sizes: tuple[int, ...] = (IMAGE_SIZE,)) -> di
             size = "" if len(image_sizes) == 1 else f", {t['input']}px"
             key = f"tuned/every-frame fps, {faces} face(s), {t['backend']}{size}"
             ratios[key] = round(t["fps"] / e["fps"], 2)
-    _print_table(rows, [note])
+    _print_table(rows, note)
     return {"entry": "live", "rows": rows, "ratios": ratios, "notes": note}
 
 
-def _print_table(rows: list[dict], notes: list[str]) -> None:
+def _print_table(rows: list[dict], note: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -160,8 +160,7 @@ def _print_table(rows: list[dict], notes: list[str]) -> None:
         table.add_row(*(str(row[c]) for c in columns))
     console = Console(width=max(Console().width, 150))
     console.print(table)
-    for note in notes:
-        console.print(f"[dim]{note}[/dim]")
+    console.print(f"[dim]{note}[/dim]")
 
 
 def main(argv: list[str] | None = None) -> int:
