@@ -59,6 +59,16 @@ def test_the_shipped_defaults_are_valid(name: str) -> None:
             ["finetune.trainable_from=19", "phase=finetune"],
             "finetune.trainable_from=19: must be an integer in [0, 18]",
         ),
+        (
+            "train",
+            ["finetune.hue=0.6", "phase=finetune"],
+            "finetune.hue=0.6: must be a number in [0, 0.5]",
+        ),
+        (
+            "train",
+            ["data.augment.hue_rotation=-0.1", "phase=finetune"],
+            "data.augment.hue_rotation=-0.1: must be a number in [0, 0.5] (or null)",
+        ),
         ("train", ["data.split.val=0.9", "data.split.test=0.9"], "together they must be below 1"),
         ("train", ["data.split.val=1.5"], "data.split.val=1.5: must be a number in [0, 1)"),
         ("train", ["loss.age=l3"], "loss.age=l3: must be one of l1, mse, huber"),

@@ -22,8 +22,9 @@ from torchvision.transforms import v2
 
 from agegender.bench.workload import best_of, faces, print_result, timed
 from agegender.configs import compose_config
+from agegender.data.augment import build_augmentation
 from agegender.data.cache import decode_for_store
-from agegender.data.datamodule import UTKFaceDataModule, build_augmentation
+from agegender.data.datamodule import UTKFaceDataModule
 
 COUNT, QUICK_COUNT = 640, 48
 IMAGE_SIZE = 128

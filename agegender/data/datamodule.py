@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from agegender.data.augment import build_augmentation
 from agegender.data.balance import balanced_sampler
 from agegender.data.batched import BatchedMapDataset
 from agegender.data.cache import UNREADABLE, ImageStore, open_or_build, open_store
@@ -45,55 +46,6 @@ from agegender.data.utkface import (
 from agegender.faces.photo import PhotoCrop
 
 log = logging.getLogger(__name__)
-
-
-def build_augmentation(config: dict[str, Any] | None) -> v2.Transform | None:
-    """torchvision v2 transforms on uint8 [3,H,W] tensors; each part switched off by null."""
-    config = config or {}
-    steps: list[v2.Transform] = []
-    if config.get("hflip"):
-        steps.append(v2.RandomHorizontalFlip(p=0.5))
-    affine = config.get("affine")
-    if affine:
-        steps.append(
-            v2.RandomAffine(
-                degrees=float(affine.get("degrees", 0)),
-                translate=tuple(affine["translate"]) if affine.get("translate") else None,
-                scale=tuple(affine["scale"]) if affine.get("scale") else None,
-            )
-        )
-    if config.get("trivial"):
-        steps.append(v2.TrivialAugmentWide())
-    jitter = config.get("color_jitter")
-    if jitter:
-        steps.append(
-            v2.ColorJitter(
-                brightness=jitter.get("brightness", 0),
-                contrast=jitter.get("contrast", 0),
-                saturation=jitter.get("saturation", 0),
-                hue=jitter.get("hue", 0),
-            )
-        )
-    sharpness = config.get("sharpness")
-    if sharpness:  # sharper and softer faces than the training photographs' own
-        steps.append(
-            v2.RandomAdjustSharpness(float(sharpness["factor"]), p=float(sharpness.get("p", 0.5)))
-        )
-    blur = config.get("blur")
-    if blur:
-        kernel = int(blur.get("kernel", 5))
-        sigma = tuple(blur.get("sigma", (0.1, 1.5)))
-        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma)], p=float(blur.get("p", 0.3))))
-    if config.get("grayscale"):
-        steps.append(v2.RandomGrayscale(p=float(config["grayscale"])))
-    erasing = config.get("erasing")
-    if erasing:
-        steps.append(
-            v2.RandomErasing(
-                p=float(erasing.get("p", 0.25)), scale=tuple(erasing.get("scale", (0.02, 0.2)))
-            )
-        )
-    return v2.Compose(steps) if steps else None
 
 
 class FaceDataset(BatchedMapDataset):
