@@ -145,7 +145,6 @@ TRAIN = {
     "finetune.trainable_from": Int(0, 18),
     "finetune.hue": Float(0, 0.5),
     "data.augment.color_jitter.hue": Float(0, 0.5),
-    "data.augment.hue_rotation": Float(0, 0.5, optional=True),
     "optim.lr": POSITIVE,
     "optim.weight_decay": Float(0),
     "model.hidden_units": Int(1),

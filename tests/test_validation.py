@@ -66,8 +66,8 @@ def test_the_shipped_defaults_are_valid(name: str) -> None:
         ),
         (
             "train",
-            ["data.augment.hue_rotation=-0.1", "phase=finetune"],
-            "data.augment.hue_rotation=-0.1: must be a number in [0, 0.5] (or null)",
+            ["data.augment.color_jitter.hue=-0.1", "phase=finetune"],
+            "data.augment.color_jitter.hue=-0.1: must be a number in [0, 0.5]",
         ),
         ("train", ["data.split.val=0.9", "data.split.test=0.9"], "together they must be below 1"),
         ("train", ["data.split.val=1.5"], "data.split.val=1.5: must be a number in [0, 1)"),
