@@ -26,7 +26,7 @@ def test_the_default_finetune_is_the_measured_best_combination() -> None:
     assert cfg["data"]["augment"]["sharpness"] and cfg["data"]["augment"]["blur"]
     jitter = cfg["data"]["augment"]["color_jitter"]
     assert jitter["brightness"] and jitter["saturation"]
-    assert not jitter["hue"]  # measured: no gain for its cost (docs/accuracy.md)
+    assert not jitter["hue"]  # measured in docs/accuracy.md
 
 
 @pytest.mark.parametrize("phase", ["frozen", "finetune"])
