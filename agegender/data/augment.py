@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 def build_augmentation(config: dict[str, Any] | None) -> v2.Compose | None:
     """torchvision v2 transforms on uint8 [3,H,W] tensors; each part switched off by null."""
     config = config or {}
-    steps: list[Any] = []
+    steps: list[v2.Transform] = []
     if config.get("hflip"):
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     affine = config.get("affine")
