@@ -97,7 +97,9 @@ def build_module(cfg: DictConfig, run_dir: Path, start: LoadedCheckpoint | None)
             )
     else:
         # The module's own network gets the speed options (apply_speed_options).
-        fresh: AgeGenderNet = build(cfg.model, "model", channels_last=False, compile=False)
+        fresh: AgeGenderNet = build(
+            cfg.model, "model", channels_last=False, compile=False, frozen_runtime="torch"
+        )
         net = fresh.config
     meta = build_meta(
         net,
@@ -152,13 +154,15 @@ def instantiate_group(group: DictConfig | None, name: str) -> list[Any]:
 
 
 def apply_speed_options(module: AgeGenderModule, model_cfg: DictConfig) -> None:
-    """model.channels_last and model.compile (docs/training_at_scale.md has the numbers)."""
+    """model.channels_last, model.compile and model.frozen_runtime (docs/training_at_scale.md
+    has the numbers)."""
     if model_cfg.get("channels_last"):
         # Weights in NHWC make every convolution (and so its input) channels-last.
         module.net.to(memory_format=torch.channels_last)
     if model_cfg.get("compile"):
         # In place, so parameter names (and checkpoints) stay those of the plain network.
         module.net.compile()
+    module.net.run_frozen_blocks_on(model_cfg.get("frozen_runtime", "torch"))
 
 
 def trainer_flags(cfg: DictConfig) -> dict[str, Any]:

@@ -150,6 +150,7 @@ TRAIN = {
     "model.hidden_units": Int(1),
     "model.dropout": FRACTION,
     "model.pretrained": Choice("imagenet", "none"),
+    "model.frozen_runtime": Choice("torch", "onnxruntime"),
     "phase.trainable_from": Int(0, 18, optional=True),
     "trainer.max_epochs": Int(1),
     "callbacks.early_stopping.patience": Int(0),

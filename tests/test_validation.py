@@ -72,6 +72,11 @@ def test_the_shipped_defaults_are_valid(name: str) -> None:
         ("train", ["data.split.val=0.9", "data.split.test=0.9"], "together they must be below 1"),
         ("train", ["data.split.val=1.5"], "data.split.val=1.5: must be a number in [0, 1)"),
         ("train", ["loss.age=l3"], "loss.age=l3: must be one of l1, mse, huber"),
+        (
+            "train",
+            ["model.frozen_runtime=tensorrt"],
+            "model.frozen_runtime=tensorrt: must be one of torch, onnxruntime",
+        ),
         ("train", ["data.age_range=[80,1]"], "data.age_range=[80, 1]: must be [low, high]"),
         ("train", ["trainer.max_epochs=0"], "trainer.max_epochs=0: must be an integer >= 1"),
         ("live", ["iou_threshold=abc"], "iou_threshold=abc: must be a number in [0, 1]"),

@@ -11,7 +11,8 @@ machine slows some steps down, the median ignores them. The overhead is Lightnin
 step time over the plain loop's, minus one.
 
 The lean-loop table runs the same Lightning steps with channels-last on and off and with
-bf16 autocast (trainer.precision=bf16-mixed).
+bf16 autocast (trainer.precision=bf16-mixed), the frozen blocks in torch; then the default:
+channels-last with the frozen blocks on onnxruntime (model.frozen_runtime).
 """
 
 from __future__ import annotations
@@ -187,13 +188,28 @@ def run(quick: bool = False) -> dict[str, Any]:
         )
         for loop, seconds in step.items():
             rows.append({"table": "overhead", "variant": loop, "images_per_s": batch / seconds})
+        on_torch = "model.frozen_runtime=torch"
         variants = {
-            "fp32, NCHW": ("model.channels_last=false", "trainer.precision=32-true"),
-            "fp32, channels-last": ("model.channels_last=true", "trainer.precision=32-true"),
-            "bf16-mixed, NCHW": ("model.channels_last=false", "trainer.precision=bf16-mixed"),
+            "fp32, NCHW": ("model.channels_last=false", "trainer.precision=32-true", on_torch),
+            "fp32, channels-last": (
+                "model.channels_last=true",
+                "trainer.precision=32-true",
+                on_torch,
+            ),
+            "bf16-mixed, NCHW": (
+                "model.channels_last=false",
+                "trainer.precision=bf16-mixed",
+                on_torch,
+            ),
             "bf16-mixed, channels-last": (
                 "model.channels_last=true",
                 "trainer.precision=bf16-mixed",
+                on_torch,
+            ),
+            "fp32, channels-last, frozen blocks on onnxruntime": (
+                "model.channels_last=true",
+                "trainer.precision=32-true",
+                "model.frozen_runtime=onnxruntime",
             ),
         }
         configs = {
@@ -227,6 +243,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"time over the second epoch ({steps} steps) of {rounds} alternating runs each "
             f"({max(1, rounds // 2)} for the lean loop); "
             f"overhead pair: model.channels_last={cfg.model.channels_last}, "
+            f"model.frozen_runtime={cfg.model.frozen_runtime}, "
             f"{cfg.trainer.precision}; {THREADS} intra-op thread(s)"
         ),
     }

@@ -131,6 +131,10 @@ def compute_features(
         embedder = AgeGenderNet(net.config)
     embedder.load_state_dict(net.state_dict())
     embedder = embedder.eval().to(device)
+    if net.frozen_runner is not None:
+        # the whole backbone is frozen here: all of it runs where the net runs its frozen blocks
+        embedder.freeze_blocks(None)
+        embedder.run_frozen_blocks_on("onnxruntime")
     if channels_last:
         embedder = embedder.to(memory_format=torch.channels_last)
     starts = range(0, len(images), batch_size)
