@@ -98,7 +98,8 @@ def _session(net: nn.Module, stop: int, threads: int) -> Any:
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(2, 3, 64, 64, generator=generator).to(net.pixel_mean.device) * 255
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    # fp32 even inside a bf16 autocast step: onnxruntime's CPU convolutions take no bf16
+    with warnings.catch_warnings(), torch.no_grad(), torch.autocast("cpu", enabled=False):
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         torch.onnx.export(
             prefix,

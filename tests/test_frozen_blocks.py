@@ -131,3 +131,16 @@ def test_building_the_session_leaves_the_random_stream_alone() -> None:
         twin.embed(faces(2))
     assert twin.frozen_runner._session is not None
     assert torch.equal(torch.random.get_rng_state(), state)  # dropout masks and shuffles stay
+
+
+def test_a_bf16_autocast_step_gets_fp32_blocks() -> None:
+    # trainer=cpu_bf16 trains under autocast; the exported blocks must stay fp32
+    net = fitted_net()
+    twin = on_onnxruntime(net)
+    images = faces()
+    with torch.no_grad():
+        expected = net.features[:FROZEN](net.normalize(images))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = twin.frozen_runner(twin, FROZEN, images)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
