@@ -59,3 +59,19 @@ def test_quick_benchmark_prints_its_pairs_and_writes_json(
     printed = capsys.readouterr().out
     for label in result["ratios"]:
         assert label in printed  # every pair is shown with its ratio
+
+
+@pytest.mark.slow  # several trainings, as the train entry above
+def test_train_entry_leaves_emulated_bf16_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agegender.bench import train
+
+    # the full entry's shape at the quick entry's size, on a CPU said to lack native bf16
+    for name in ("SIZE", "BATCH", "STEPS", "ROUNDS"):
+        monkeypatch.setattr(train, name, getattr(train, f"QUICK_{name}"))
+    monkeypatch.setattr(train, "native_bf16", lambda: False)
+    result = train.run(quick=False)
+    variants = {row["variant"] for row in result["rows"] if row["table"] == "lean loop"}
+    assert variants and not any(v.startswith("bf16") for v in variants)
+    assert "fp32, channels-last, frozen blocks on onnxruntime" in variants
+    assert not any(label.startswith("bf16") for label in result["ratios"])
+    assert "bf16 rows skipped" in result["notes"]
