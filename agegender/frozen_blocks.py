@@ -24,42 +24,27 @@ RUNTIMES = ("torch", "onnxruntime")
 _OPSET = 17
 
 
-class _Prefix(nn.Module):
-    """A copy of the network's normalisation and first blocks: what gets exported (a copy,
-    so that the exporter's switching of training modes never touches the network)."""
-
-    def __init__(self, net: nn.Module, stop: int) -> None:
-        super().__init__()
-        self.blocks = copy.deepcopy(net.features[:stop])
-        self.register_buffer("pixel_mean", net.pixel_mean.detach().clone())
-        self.register_buffer("pixel_std", net.pixel_std.detach().clone())
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.blocks((images.float() - self.pixel_mean) / self.pixel_std)
-
-
 class OnnxFrozenBlocks:
-    """Runs `net.normalize` and `net.features[:stop]` on onnxruntime.
+    """Runs `net.features[:stop]` on onnxruntime (the input normalised by `net.normalize`).
 
     Not an nn.Module: it holds no weights of its own (the state dict stays the network's),
     and its session is dropped when the network is copied or pickled and rebuilt on use.
     """
 
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
+    def __init__(self) -> None:
         self._session: Any = None
         self._fingerprint: tuple | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"threads": self.threads, "_session": None, "_fingerprint": None}
+        return {"_session": None, "_fingerprint": None}
 
     def __call__(self, net: nn.Module, stop: int, images: torch.Tensor) -> torch.Tensor:
         """features[:stop](normalize(images)) for CPU images [B, 3, H, W], any dtype."""
         fingerprint = _fingerprint(net, stop)
         if self._session is None or fingerprint != self._fingerprint:
-            self._session = _session(net, stop, self.threads or torch.get_num_threads())
+            self._session = _session(net, stop, torch.get_num_threads())
             self._fingerprint = fingerprint
-        batch = np.ascontiguousarray(images.detach().float().numpy())
+        batch = np.ascontiguousarray(net.normalize(images.detach()).float().numpy())
         hidden = torch.from_numpy(self._session.run(None, {"images": batch})[0])
         weight = next(net.features[stop:].parameters(), None)
         if weight is not None and weight.dim() == 4 and _is_channels_last(weight):
@@ -84,7 +69,6 @@ def _is_channels_last(weight: torch.Tensor) -> bool:
 def _fingerprint(net: nn.Module, stop: int) -> tuple:
     """Changes whenever a tensor the blocks compute with is replaced or written in place."""
     tensors = [*net.features[:stop].parameters(), *net.features[:stop].buffers()]
-    tensors += [net.pixel_mean, net.pixel_std]
     # inference-mode tensors keep no version counter: for them only their storage counts
     return (stop, *((t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors))
 
@@ -93,16 +77,17 @@ def _session(net: nn.Module, stop: int, threads: int) -> Any:
     """An onnxruntime session for the blocks as they are now (exported in eval mode)."""
     import onnxruntime as ort
 
-    prefix = _Prefix(net, stop).eval()
+    # a copy, so that the exporter's switching of training modes never touches the network
+    blocks = copy.deepcopy(net.features[:stop]).eval()
     # an example of its own generator: building the session must not move training's RNG
     generator = torch.Generator().manual_seed(0)
-    example = torch.rand(2, 3, 64, 64, generator=generator).to(net.pixel_mean.device) * 255
+    example = torch.randn(2, 3, 64, 64, generator=generator).to(net.pixel_mean.device)
     buffer = io.BytesIO()
     # fp32 even inside a bf16 autocast step: onnxruntime's CPU convolutions take no bf16
     with warnings.catch_warnings(), torch.no_grad(), torch.autocast("cpu", enabled=False):
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         torch.onnx.export(
-            prefix,
+            blocks,
             (example,),
             buffer,
             dynamo=False,
