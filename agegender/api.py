@@ -133,11 +133,12 @@ def _open_worker(
     outputs_dir: str | Path,
     device: str,
     threads: int | None,
+    runtime: str,
 ) -> _Worker:
     predictor = (
         model
         if isinstance(model, Predictor)
-        else open_predictor(model, outputs_dir, device, threads)
+        else open_predictor(model, outputs_dir, device, threads, runtime)
     )
     if not isinstance(detector, Detector):
         detector = build_detector(detector, **dict(detector_options or {}))
@@ -162,9 +163,10 @@ def _process(
 class FaceAnalyzer:
     """A model and a face detector: `analyze` for stills, `stream()` for video.
 
-    - `model`: a training checkpoint (`.ckpt`, torch), an exported model (`.onnx`,
-      onnxruntime), `"latest"` (newest best checkpoint under `outputs_dir`), or a ready
-      `Predictor`.
+    - `model`: a training checkpoint (`.ckpt`), an exported model (`.onnx`, onnxruntime),
+      `"latest"` (newest best checkpoint under `outputs_dir`), or a ready `Predictor`.
+    - `runtime`: what runs a checkpoint: `"auto"` (onnxruntime on the CPU, exported in
+      memory; torch on an accelerator), `"torch"` or `"onnxruntime"`.
     - `detector`: a name from conf/detector/ (`haar`, `yunet`, `full_frame`) or a `Detector`;
       `detector_options` are that group's keys (e.g. `{"threshold": 0.6}` for yunet).
     - `settings`: live.yaml's pipeline keys (`detect_every`, `smoothing`, ...) or a
@@ -188,6 +190,7 @@ class FaceAnalyzer:
         device: str = "cpu",
         threads: int | None = None,
         workers: int = 1,
+        runtime: str = "auto",
     ) -> None:
         workers = int(workers)
         if workers < 1:
@@ -204,7 +207,14 @@ class FaceAnalyzer:
         source = model if isinstance(model, Predictor) else self.model_path
         self._workers = [
             _open_worker(
-                source, detector, detector_options, self.settings, outputs_dir, device, threads
+                source,
+                detector,
+                detector_options,
+                self.settings,
+                outputs_dir,
+                device,
+                threads,
+                runtime,
             )
             for _ in range(workers)
         ]
@@ -236,6 +246,7 @@ class FaceAnalyzer:
             device=cfg.get("device", "cpu"),
             threads=cfg.get("threads"),
             workers=cfg.get("workers", 1),
+            runtime=cfg.get("runtime", "auto"),
         )
 
     @property

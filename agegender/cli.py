@@ -141,6 +141,7 @@ def _evaluate(cfg: DictConfig) -> float:
         worst=int(cfg.worst),
         tensorboard=bool(cfg.tensorboard),
         crop=str(cfg.crop),
+        runtime=str(cfg.runtime),
     )
     write_atomic(result.out_dir / "eval_config.yaml", OmegaConf.to_yaml(cfg))
     overall = result.summary["results"][shown_variant(cfg.tta)]["overall"]

@@ -164,6 +164,7 @@ LIVE = {
     "hold": Int(0),
     "iou_threshold": Float(0, 1),
     "tta": Choice("none", "flip", optional=True),
+    "runtime": Choice("auto", "torch", "onnxruntime"),
     "threads": Int(0, optional=True),  # 0 or null: the libraries choose
     "max_frames": Int(1, optional=True),
     "display": Choice("auto", True, False),
@@ -188,6 +189,7 @@ EVAL = {
     "split": Choice("train", "val", "test"),
     "tta": Choice("none", "flip", optional=True),
     "crop": Choice("face", "dataset"),
+    "runtime": Choice("auto", "torch", "onnxruntime"),
     "batch_size": Int(1),
     "worst": Int(0),
     "tensorboard": BOOL,

@@ -171,8 +171,10 @@ def test_workers_need_a_path_and_a_name(analyzer: FaceAnalyzer) -> None:
 def test_latest_checkpoint_on_torch_agrees_with_its_onnx_export(
     brief_run: Path, analyzer: FaceAnalyzer
 ) -> None:
-    torch_analyzer = FaceAnalyzer("latest", outputs_dir=brief_run.parents[1], threads=1)
+    outputs = brief_run.parents[1]
+    torch_analyzer = FaceAnalyzer("latest", outputs_dir=outputs, threads=1, runtime="torch")
     assert torch_analyzer.info["backend"] == "torch"
+    assert FaceAnalyzer("latest", outputs_dir=outputs, threads=1).info["backend"] == "onnxruntime"
     assert torch_analyzer.model_path == brief_run / "checkpoints" / "best.ckpt"
     bgr, truth = face_frame(200, 120)
     (face,) = torch_analyzer.analyze(bgr, bgr=True)

@@ -63,8 +63,13 @@ def direct_ece(genders: np.ndarray, p_female: np.ndarray, bins: int = 15) -> flo
 @pytest.fixture(scope="module")
 def report(brief_run: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("eval")
+    # on torch, as the direct computation below runs: the metrics can then match exactly
     return evaluate(
-        brief_run / "checkpoints" / "best.ckpt", data_config(brief_run), out_dir=out, tta="flip"
+        brief_run / "checkpoints" / "best.ckpt",
+        data_config(brief_run),
+        out_dir=out,
+        tta="flip",
+        runtime="torch",
     )
 
 
@@ -122,6 +127,25 @@ def test_metrics_equal_a_direct_computation_on_the_saved_test_split(
         assert checked > 50
     assert report.summary["backend"] == "torch"
     assert report.summary["data"].startswith(f"test split of {brief_run / 'split.json'}")
+
+
+def test_by_default_a_checkpoint_is_scored_on_onnxruntime_as_torch_scores_it(
+    brief_run: Path, report, tmp_path: Path
+) -> None:
+    scored = evaluate(
+        brief_run / "checkpoints" / "best.ckpt",
+        data_config(brief_run),
+        out_dir=tmp_path,
+        tta="flip",
+        tensorboard=False,
+    )
+    assert scored.summary["backend"] == "onnxruntime"
+    for variant in ("plain", "flip"):
+        got = scored.summary["results"][variant]["overall"]
+        expected = report.summary["results"][variant]["overall"]
+        assert got["count"] == expected["count"] > 10
+        assert got["age_mae"] == pytest.approx(expected["age_mae"], abs=1e-3)
+        assert got["gender_acc"] == pytest.approx(expected["gender_acc"], abs=1e-9)
 
 
 def test_training_records_the_eye_distance_of_its_faces(brief_run: Path) -> None:

@@ -11,10 +11,11 @@ import torch
 
 from agegender import __version__
 from agegender.checkpoint import LABELS, load_checkpoint
+from agegender.deployed import torch_runner
 from agegender.errors import UserError
 from agegender.export import ParityError, export
 from agegender.export.metadata import onnx_opset, read_onnx_metadata
-from agegender.export.parity import parity_batch, torch_runner
+from agegender.export.parity import parity_batch
 from agegender.export.run import TORCHSCRIPT_META, torchscript_runner
 from agegender.inference.onnx_backend import OnnxPredictor
 from tests.conftest import run_entry

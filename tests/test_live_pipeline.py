@@ -199,7 +199,8 @@ def test_ckpt_latest_picks_the_newest_best_checkpoint(
         open_predictor("latest", tmp_path)
     (best.parents[1] / "metrics.json").write_text('{"phase": "frozen"}')
     predictor = open_predictor("latest", tmp_path)
-    assert predictor.backend == "torch" and predictor.image_size == 64
+    assert predictor.backend == "onnxruntime" and predictor.image_size == 64  # a CPU: auto
+    assert open_predictor("latest", tmp_path, runtime="torch").backend == "torch"
     with pytest.raises(CheckpointError, match="no such file"):
         open_predictor(tmp_path / "missing.onnx", tmp_path)
 
@@ -224,8 +225,8 @@ def test_an_exported_onnx_model_runs_the_same_pipeline(
     checkpoint = varied_checkpoint
     faces, _ = parity_batch(load_checkpoint(brief_run / "checkpoints" / "best.ckpt").meta, 12)
     onnx = open_predictor(varied_onnx)
-    torch_predictor = open_predictor(checkpoint)
-    assert onnx.backend == "onnxruntime"
+    torch_predictor = open_predictor(checkpoint, runtime="torch")
+    assert onnx.backend == "onnxruntime" and torch_predictor.backend == "torch"
     outputs: dict[str, list[tuple[float, float]]] = {"onnxruntime": [], "torch": []}
     # Every frame predicted afresh, unsmoothed, so each row is the model's answer to one face.
     settings = LiveSettings(detect_every=1, predict_every=1, smoothing=0.0)

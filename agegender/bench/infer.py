@@ -23,7 +23,7 @@ import torch
 
 from agegender.bench.workload import best_of
 from agegender.checkpoint import build_meta
-from agegender.export.graph import write_onnx
+from agegender.deployed import write_onnx
 from agegender.export.metadata import metadata_props, write_onnx_metadata
 from agegender.export.quantize import quantize_int8
 from agegender.export.speed import images_per_second

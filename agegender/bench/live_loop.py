@@ -4,7 +4,8 @@ The clip composites the face of `skimage.data.astronaut()` (a public-domain NASA
 at moving positions on a still background, with one or three faces, so the live detector
 (YuNet) works as it would on a camera. The whole loop of `live.py` runs on it (decode, detect, crop,
 predict, track, draw; no window, no file output), with the tuned defaults and with detection
-and prediction on every frame, for the torch backend and, when it is available, onnxruntime.
+and prediction on every frame, for a checkpoint on torch and on onnxruntime (live.py's
+`runtime=torch` and its CPU default).
 Box recall against the known face positions shows that carrying boxes between detections
 keeps them on the faces.
 
@@ -26,12 +27,11 @@ import cv2
 import numpy as np
 import torch
 
-from agegender.export import export
 from agegender.faces.detectors import Box
-from agegender.inference.onnx_backend import OnnxPredictor
+from agegender.inference.backends import load_predictor
 from agegender.inference.pipeline import STAGES, FacePipeline, LiveSettings, StageClock, set_threads
 from agegender.inference.pipeline import run as run_loop
-from agegender.inference.predictor import Predictor, TorchPredictor
+from agegender.inference.predictor import Predictor
 from agegender.inference.sources import open_source
 from agegender.scenes import (
     IMAGE_SIZE,
@@ -45,12 +45,6 @@ from agegender.validation import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 # (detect_every, predict_every, scan_every): the defaults, and everything on every frame
 MODES = {"tuned": (3, 3, 4), "every frame": (1, 1, 1)}
 THREADS = 1  # torch and OpenCV threads, as in conf/live.yaml
-
-
-def onnx_predictor(checkpoint: Path, workdir: Path) -> OnnxPredictor:
-    """The checkpoint exported to ONNX (export.py's code), on onnxruntime."""
-    result = export(checkpoint, out=workdir / "bench.onnx", parity_images=4)
-    return OnnxPredictor(result.path, threads=THREADS)
 
 
 def measure(
@@ -102,8 +96,11 @@ def _measure_all(frames: int, image_sizes: tuple[int, ...]) -> list[dict]:
         predictors: dict[tuple[int, str], Predictor] = {}
         for size in image_sizes:
             checkpoint = write_untrained_checkpoint(workdir / f"bench{size}.ckpt", size)
-            predictors[size, "torch"] = TorchPredictor(checkpoint)
-            predictors[size, "onnxruntime"] = onnx_predictor(checkpoint, workdir / str(size))
+            # what live.py ckpt=... runtime=torch|onnxruntime runs
+            for runtime in ("torch", "onnxruntime"):
+                predictors[size, runtime] = load_predictor(
+                    checkpoint, threads=THREADS, runtime=runtime
+                )
         for faces in (1, 3):
             clip = workdir / f"clip{faces}.mp4"
             truth = make_face_clip(clip, faces=faces, frames=frames)

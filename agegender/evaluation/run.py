@@ -131,6 +131,7 @@ def evaluate(
     worst: int = 16,
     tensorboard: bool = True,
     crop: str = "face",
+    runtime: str = "auto",
 ) -> EvalResult:
     """Evaluate a checkpoint or exported model and write the report into `out_dir`.
 
@@ -142,7 +143,7 @@ def evaluate(
     model_path = Path(model_path)
     out = Path(out_dir).expanduser() if out_dir else default_out_dir(model_path)
     check_out_dir(out, model_path)
-    predictor = load_predictor(model_path)
+    predictor = load_predictor(model_path, runtime=runtime)
     data = load_eval_set(predictor.meta, data_cfg, part, crop=crop)
     out.mkdir(parents=True, exist_ok=True)
     labels = (data.ages, data.genders, data.races)

@@ -5,7 +5,7 @@ metadata.py (what the file says about itself), parity.py (proof it answers like 
 quantize.py (int8 and its report) and speed.py (throughput).
 """
 
-from agegender.export.parity import ParityError
+from agegender.deployed import ParityError
 from agegender.export.run import ExportResult, export
 
 __all__ = ["ExportResult", "ParityError", "export"]

@@ -2,47 +2,20 @@
 
 The batch is real faces from the run's saved split when its files are at hand (a few,
 decoded through the one preprocessing path), else generated pixels. Each export is run at
-the full batch and at batch 1, which also proves the batch dimension is really dynamic.
+the full batch and at batch 1 (`agegender.deployed.measure`), which also proves the batch
+dimension is really dynamic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from agegender.data.split import SplitMismatchError, read_split
-from agegender.deployed import InferenceGraph, predict_tensor
-from agegender.errors import UserError
-from agegender.model import AgeGenderNet
+from agegender.deployed import AGE_TOLERANCE, P_FEMALE_TOLERANCE, Parity, ParityError
 from agegender.preprocess import ImageDecodeError, decode_rgb, to_batch
-
-AGE_TOLERANCE = 0.05  # years
-P_FEMALE_TOLERANCE = 1e-4
-
-Runner = Callable[[np.ndarray], np.ndarray]  # uint8 NCHW -> float [N, 2] (age, p_female)
-
-
-class ParityError(UserError):
-    """The exported model's answers differ from PyTorch's by more than the tolerance."""
-
-
-@dataclass
-class Parity:
-    age_max_diff: float
-    p_female_max_diff: float
-    count: int
-    source: str
-
-    def line(self) -> str:
-        return (
-            f"max |diff| age {self.age_max_diff:.2e} years, p_female "
-            f"{self.p_female_max_diff:.2e} ({self.count} images: {self.source})"
-        )
 
 
 def split_images(split_file: str | Path | None, size: int, count: int) -> np.ndarray | None:
@@ -84,25 +57,6 @@ def parity_batch(meta: dict[str, Any], count: int = 16) -> tuple[np.ndarray, str
     return generated_images(size, count), "generated images (the run's split files are absent)"
 
 
-def torch_runner(net: AgeGenderNet) -> Runner:
-    """The reference: the eager network's `predict` in eval mode (the graph export traces)."""
-    graph = InferenceGraph(net).eval()
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return predict_tensor(graph, torch.from_numpy(np.ascontiguousarray(batch))).double().numpy()
-
-    return run
-
-
-def measure(reference: Runner, candidate: Runner, batch: np.ndarray, source: str) -> Parity:
-    """Largest differences over the whole batch and over its first image alone."""
-    diffs = []
-    for images in (batch, batch[:1]):
-        diffs.append(np.abs(reference(images) - np.asarray(candidate(images), dtype=np.float64)))
-    stacked = np.concatenate(diffs)
-    return Parity(float(stacked[:, 0].max()), float(stacked[:, 1].max()), len(batch), source)
-
-
 def check(
     parity: Parity,
     target: str,
@@ -110,7 +64,7 @@ def check(
     p_tolerance: float = P_FEMALE_TOLERANCE,
 ) -> None:
     """Raise ParityError when either difference exceeds its tolerance."""
-    if parity.age_max_diff <= age_tolerance and parity.p_female_max_diff <= p_tolerance:
+    if parity.within(age_tolerance, p_tolerance):
         return
     raise ParityError(
         f"{target}: export does not match PyTorch ({parity.line()}; allowed {age_tolerance} "

@@ -17,20 +17,20 @@ import numpy as np
 import torch
 
 from agegender.checkpoint import load_checkpoint
-from agegender.errors import UserError
-from agegender.export.graph import MIN_OPSET, write_onnx, write_torchscript
-from agegender.export.metadata import export_meta, metadata_props, write_onnx_metadata
-from agegender.export.parity import (
+from agegender.deployed import (
     AGE_TOLERANCE,
+    MIN_OPSET,
     P_FEMALE_TOLERANCE,
     Parity,
     Runner,
-    check,
-    generated_images,
     measure,
-    parity_batch,
     torch_runner,
+    write_onnx,
 )
+from agegender.errors import UserError
+from agegender.export.graph import write_torchscript
+from agegender.export.metadata import export_meta, metadata_props, write_onnx_metadata
+from agegender.export.parity import check, generated_images, parity_batch
 from agegender.export.quantize import METHODS, int8_report, quantize_int8
 from agegender.inference.onnx_backend import OnnxPredictor
 from agegender.io import atomic_target, check_outputs, remove_stale_temps

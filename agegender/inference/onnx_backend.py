@@ -78,8 +78,26 @@ class OnnxPredictor(Predictor):
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
-        self.session = open_session(self.path, threads)
-        self.meta = read_meta(self.session, self.path)
+        session = open_session(self.path, threads)
+        self._attach(session, read_meta(session, self.path))
+
+    @classmethod
+    def in_memory(
+        cls, model: bytes, meta: dict[str, Any], name: str, threads: int | None = None
+    ) -> OnnxPredictor:
+        """A predictor for a graph held in memory (a checkpoint exported when opened), whose
+        contract `meta` the caller already holds; `name` stands for it in messages."""
+        predictor = cls.__new__(cls)
+        predictor.path = Path(name)
+        session = ort.InferenceSession(
+            model, session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        predictor._attach(session, meta)
+        return predictor
+
+    def _attach(self, session: Any, meta: dict[str, Any]) -> None:
+        self.session = session
+        self.meta = meta
         self.image_size = int(self.meta["image_size"])
         inputs = [item.name for item in self.session.get_inputs()]
         outputs = [item.name for item in self.session.get_outputs()]

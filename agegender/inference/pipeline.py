@@ -364,7 +364,11 @@ def run_from_config(cfg: Mapping[str, Any]) -> RunSummary:
     )
     check_sink_paths(cfg.get("save"), cfg.get("jsonl"), cfg.get("csv"), cfg["source"], checkpoint)
     predictor = open_predictor(
-        checkpoint, cfg.get("outputs_dir", "outputs"), cfg["device"], cfg.get("threads")
+        checkpoint,
+        cfg.get("outputs_dir", "outputs"),
+        cfg["device"],
+        cfg.get("threads"),
+        cfg.get("runtime", "auto"),
     )
     stall = float(cfg.get("stall_timeout") or 10.0)
     with open_source(cfg["source"], first_frame_timeout=stall, stall_timeout=stall) as source:
