@@ -121,6 +121,7 @@ DATA = {
     "data.crop.margin": Float(0, 2),
     "data.crop.box_margin": Float(0, 3),
     "data.crop.on_miss": Choice("keep", "skip"),
+    "data.above_range": Choice("skip", "train"),
 }
 TRAIN = {
     **DATA,

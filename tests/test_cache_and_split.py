@@ -198,3 +198,39 @@ def test_the_store_is_keyed_by_crop_settings_and_counts_how_faces_were_framed(
     # prepare() reports the framing in the data summary
     summary = prepare(data_config(root, cache, crop={"on_miss": "keep"}), progress=False)
     assert "3 aligned on landmarks" in summary.framing and "2 with no face found" in summary.framing
+
+
+def test_faces_older_than_the_range_train_at_its_top_and_stay_out_of_val_and_test(
+    tmp_path: Path,
+) -> None:
+    root = small_folder(tmp_path / "data", 30)
+    for index in range(6):
+        name = f"{85 + index * 5}_{index % 2}_0_2017010500000{index:04d}.jpg"
+        write_face(root / name, seed=100 + index)
+    skipping = UTKFaceDataModule(**data_config(root, tmp_path / "cache"))
+    skipping.setup()
+    assert len(skipping.data.samples) == 30 and skipping.data.train_only == 0
+    assert skipping.data.skipped == {"age outside 1-80": 6}
+
+    config = data_config(root, tmp_path / "cache", above_range="train")
+    training = UTKFaceDataModule(**config, split_dir=tmp_path / "run")
+    training.setup()
+    assert training.data.train_only == 6 and len(training.data.samples) == 36
+    assert training.data.skipped == {}
+    older = training.data.samples[30:]
+    assert {s.age for s in older} == {80} and all(int(s.relpath.split("_")[0]) > 80 for s in older)
+
+    def names(module: UTKFaceDataModule, part: str) -> list[str]:
+        return [module.data.samples[i].relpath for i in module.split.indices(part)]
+
+    # the faces within the range split exactly as they do without the older ones
+    assert names(training, "val") == names(skipping, "val")
+    assert names(training, "test") == names(skipping, "test")
+    assert names(training, "train") == names(skipping, "train") + [s.relpath for s in older]
+    assert (training.datasets["train"].ages[-6:] == 80).all()
+
+    # the saved split carries the choice: a module given it (eval's, say) finds the same faces
+    split_file = str(tmp_path / "run" / "split.json")
+    reloaded = UTKFaceDataModule(**data_config(root, tmp_path / "cache", split_file=split_file))
+    reloaded.setup()
+    assert reloaded.split == training.split and reloaded.data.train_only == 6

@@ -35,7 +35,7 @@ from agegender.data.features import (
     parse_mode,
     reason_not_cacheable,
 )
-from agegender.data.split import Split, load_split, make_split, save_split
+from agegender.data.split import Split, load_split, make_split, read_split, save_split
 from agegender.data.utkface import (
     DOWNLOAD_HELP,
     DatasetError,
@@ -94,6 +94,14 @@ class PreparedData:
     store: ImageStore
     skipped: dict[str, int]
     framing: str  # how the faces were framed, counted (framing_line)
+    # the last `train_only` samples are faces older than the age range (data.above_range),
+    # labelled with its top age: the split puts them in its training part only
+    train_only: int = 0
+
+    @property
+    def in_range(self) -> int:
+        """How many samples (the first ones) are within the age range."""
+        return len(self.samples) - self.train_only
 
 
 def resolve_root(config: dict[str, Any]) -> Path:
@@ -122,11 +130,11 @@ def prepare(config: dict[str, Any], progress: bool = True) -> PreparedData:
         root,
         age_range=tuple(config["age_range"]),
         digest_index=cache_dir / f"digests-{root_key}.json",
+        above_range=config.get("above_range") or "skip",
     )
     crop = PhotoCrop.from_config(config.get("crop"))
-    store = open_or_build(
-        root, discovery.samples, int(config["image_size"]), cache_dir, progress, crop=crop
-    )
+    found = discovery.samples + discovery.above  # the older faces last: see train_only
+    store = open_or_build(root, found, int(config["image_size"]), cache_dir, progress, crop=crop)
     skipped = dict(discovery.skipped)
     counts = store.outcome_counts()
     if counts[UNREADABLE]:
@@ -135,10 +143,11 @@ def prepare(config: dict[str, Any], progress: bool = True) -> PreparedData:
     if missed:
         skipped["no face found, data.crop.on_miss=skip"] = missed
     rows = np.flatnonzero(store.valid)
-    samples = [discovery.samples[i] for i in rows]
+    samples = [found[i] for i in rows]
     if not samples:
         raise DatasetError(f"data.root={root}: no image could be decoded. {DOWNLOAD_HELP}")
-    return PreparedData(root, samples, rows, store, skipped, framing_line(crop, counts))
+    train_only = int((rows >= len(discovery.samples)).sum())
+    return PreparedData(root, samples, rows, store, skipped, framing_line(crop, counts), train_only)
 
 
 def framing_line(crop: PhotoCrop | None, counts: dict[str, int]) -> str:
@@ -168,6 +177,7 @@ class UTKFaceDataModule(L.LightningDataModule):
         cache_dir: str = ".cache/agegender",
         image_size: int = 128,
         age_range: Sequence[int] = (1, 80),
+        above_range: str = "skip",
         crop: dict[str, Any] | None = None,
         split: dict[str, Any] | None = None,
         split_file: str | None = None,
@@ -189,6 +199,7 @@ class UTKFaceDataModule(L.LightningDataModule):
             "cache_dir": str(cache_dir),
             "image_size": int(image_size),
             "age_range": list(age_range),
+            "above_range": above_range,
             "crop": crop,
             "split": split or {},
             "split_file": split_file,
@@ -231,25 +242,42 @@ class UTKFaceDataModule(L.LightningDataModule):
 
     def _open_data(self) -> None:
         """Reopen the image store, make or load the split (saved beside the run), datasets."""
+        split_file = self.config.get("split_file")
+        if split_file:
+            # a saved split names its own faces: older ones too when it was made with them
+            self.config["above_range"] = read_split(split_file).above_range
         self.data = prepare(self.config, progress=False)
         for line in summary_lines(self.data.root, len(self.data.samples), self.data.skipped):
             log.info(line)
+        if self.data.train_only:
+            high = self.config["age_range"][1]
+            log.info(
+                "%d faces older than %d train as %d (data.above_range=train; never in val or test)",
+                self.data.train_only,
+                high,
+                high,
+            )
         log.info(self.data.framing)
-        split_file = self.config.get("split_file")
         split_cfg = self.config.get("split", {})
         if split_file:
             self.split = load_split(Path(split_file), self.data.samples)
             self.split_path = Path(split_file)
         else:
+            # the faces within the age range split as they would without the older ones
             self.split = make_split(
-                self.data.samples,
+                self.data.samples[: self.data.in_range],
                 val_fraction=float(split_cfg.get("val", 0.1)),
                 test_fraction=float(split_cfg.get("test", 0.1)),
                 seed=int(split_cfg.get("seed", 0)),
             )
+            self.split.train.extend(range(self.data.in_range, len(self.data.samples)))
         if self.split_dir is not None and self.trainer_is_rank_zero():
             self.split_path = self.split_dir / "split.json"
-            info = {"root": str(self.data.root), "age_range": list(self.config["age_range"])}
+            info = {
+                "root": str(self.data.root),
+                "age_range": list(self.config["age_range"]),
+                "above_range": self.config["above_range"],
+            }
             save_split(self.split_path, self.data.samples, self.split, info)
         augment = build_augmentation(self.config.get("augment"))
         for name in ("train", "val", "test"):

@@ -83,6 +83,7 @@ class SavedSplit:
 
     root: Path
     parts: dict[str, list[tuple[str, str]]]  # part -> (relative path, content digest) pairs
+    above_range: str = "skip"  # data.above_range the split was made with
 
     def relpaths(self, *names: str) -> list[str]:
         return [relpath for name in names for relpath, _ in self.parts[name]]
@@ -102,7 +103,7 @@ def read_split(path: str | Path) -> SavedSplit:
             name: [(str(relpath), str(digest)) for relpath, digest in payload.get(name, [])]
             for name in SPLITS
         }
-        return SavedSplit(Path(payload["root"]), parts)
+        return SavedSplit(Path(payload["root"]), parts, str(payload.get("above_range", "skip")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise SplitMismatchError(
             f"split file {path} is damaged ({type(error).__name__}: {error}); pass "

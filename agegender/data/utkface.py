@@ -24,6 +24,7 @@ from agegender.io import write_atomic
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+ABOVE_RANGE = ("skip", "train")  # data.above_range: faces older than the age range
 NAME_PATTERN = re.compile(
     r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<stamp>\d{1,20})"
     r"\.(?:jpe?g|png)(?:\.chip\.(?:jpe?g|png))?$",
@@ -76,6 +77,9 @@ class Discovery:
     root: Path
     samples: list[Sample]
     skipped: Counter = field(default_factory=Counter)
+    # faces older than the age range, kept for training only (above_range="train"), each
+    # labelled with the range's top age
+    above: list[Sample] = field(default_factory=list)
 
 
 def summary_lines(root: Path, usable: int, skipped: dict[str, int]) -> list[str]:
@@ -143,19 +147,24 @@ def discover(
     root: str | Path,
     age_range: tuple[int, int] = (1, 80),
     digest_index: Path | None = None,
+    above_range: str = "skip",
 ) -> Discovery:
     """All usable UTKFace images under root (recursive), deduplicated by content.
 
     Skips and counts: non-image files, malformed names, ages outside age_range, empty and
     unreadable files, unreadable folders, folder links that loop, and duplicates. Decoding
-    (and so corrupt images) is checked later, by the image cache.
+    (and so corrupt images) is checked later, by the image cache. With above_range="train",
+    faces older than the range are kept apart (`Discovery.above`), labelled with its top age.
     """
+    if above_range not in ABOVE_RANGE:
+        raise DatasetError(f"data.above_range={above_range}: choose skip or train")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"data.root={root} does not exist or is not a folder. {DOWNLOAD_HELP}")
     index = DigestIndex(digest_index)
     skipped: Counter = Counter()
     samples: list[Sample] = []
+    above: list[Sample] = []
     seen: set[str] = set()
     low, high = age_range
     for path in walk_files(root, skipped):
@@ -170,7 +179,8 @@ def discover(
         except MalformedNameError:
             skipped["malformed file name"] += 1
             continue
-        if not low <= label.age <= high:
+        older = label.age > high and above_range == "train"
+        if not low <= label.age <= high and not older:
             skipped[f"age outside {low}-{high}"] += 1
             continue
         relpath = path.relative_to(root).as_posix()
@@ -187,14 +197,17 @@ def discover(
             skipped["duplicate image"] += 1
             continue
         seen.add(digest)
-        samples.append(Sample(relpath, label.age, label.gender, label.race, digest))
+        if older:
+            above.append(Sample(relpath, high, label.gender, label.race, digest))
+        else:
+            samples.append(Sample(relpath, label.age, label.gender, label.race, digest))
     index.save()
     if not samples:
         raise DatasetError(
             f"data.root={root} holds no usable UTKFace image "
             f"({', '.join(f'{n} {r}' for r, n in skipped.items()) or 'no files'}). {DOWNLOAD_HELP}"
         )
-    return Discovery(root=root, samples=samples, skipped=skipped)
+    return Discovery(root=root, samples=samples, skipped=skipped, above=above)
 
 
 # Age bands for stratified splitting and for the evaluation breakdowns.
