@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -207,16 +208,18 @@ def test_faces_older_than_the_range_train_at_its_top_and_stay_out_of_val_and_tes
     for index in range(6):
         name = f"{85 + index * 5}_{index % 2}_0_2017010500000{index:04d}.jpg"
         write_face(root / name, seed=100 + index)
+    # a copy of a face within the range, named older (and read first): the one within wins
+    shutil.copy(root / "8_1_1_20170104023100001.jpg", root / "100_1_1_20170105000009999.jpg")
     skipping = UTKFaceDataModule(**data_config(root, tmp_path / "cache"))
     skipping.setup()
     assert len(skipping.data.samples) == 30 and skipping.data.train_only == 0
-    assert skipping.data.skipped == {"age outside 1-80": 6}
+    assert skipping.data.skipped == {"age outside 1-80": 7}
 
     config = data_config(root, tmp_path / "cache", above_range="train")
     training = UTKFaceDataModule(**config, split_dir=tmp_path / "run")
     training.setup()
     assert training.data.train_only == 6 and len(training.data.samples) == 36
-    assert training.data.skipped == {}
+    assert training.data.skipped == {"duplicate image": 1}
     older = training.data.samples[30:]
     assert {s.age for s in older} == {80} and all(int(s.relpath.split("_")[0]) > 80 for s in older)
 

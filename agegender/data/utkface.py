@@ -193,15 +193,25 @@ def discover(
         except OSError:  # no permission, a dangling link, a file that vanished
             skipped["unreadable file"] += 1
             continue
+        if older:  # checked for duplicates after the walk
+            above.append(Sample(relpath, high, label.gender, label.race, digest))
+            continue
         if digest in seen:
             skipped["duplicate image"] += 1
             continue
         seen.add(digest)
-        if older:
-            above.append(Sample(relpath, high, label.gender, label.race, digest))
-        else:
-            samples.append(Sample(relpath, label.age, label.gender, label.race, digest))
+        samples.append(Sample(relpath, label.age, label.gender, label.race, digest))
     index.save()
+    # a face within the range wins over its copy above it, so the faces within the range
+    # (and their split) are those that above_range="skip" finds
+    kept: list[Sample] = []
+    for sample in above:
+        if sample.digest in seen:
+            skipped["duplicate image"] += 1
+            continue
+        seen.add(sample.digest)
+        kept.append(sample)
+    above = kept
     if not samples:
         raise DatasetError(
             f"data.root={root} holds no usable UTKFace image "
