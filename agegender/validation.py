@@ -106,6 +106,7 @@ BOOL = Rule("bool")
 PATH = Rule("str", optional=True)
 POSITIVE = Float(0, low_open=True)
 FRACTION = Float(0, 1, high_open=True)  # a share of the data, never the whole
+RUNTIME = Choice("auto", "torch", "onnxruntime")  # what runs a .ckpt (live.py, eval.py)
 
 DATA = {
     "data.image_size": Int(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
@@ -165,7 +166,7 @@ LIVE = {
     "hold": Int(0),
     "iou_threshold": Float(0, 1),
     "tta": Choice("none", "flip", optional=True),
-    "runtime": Choice("auto", "torch", "onnxruntime"),
+    "runtime": RUNTIME,
     "threads": Int(0, optional=True),  # 0 or null: the libraries choose
     "max_frames": Int(1, optional=True),
     "display": Choice("auto", True, False),
@@ -190,7 +191,7 @@ EVAL = {
     "split": Choice("train", "val", "test"),
     "tta": Choice("none", "flip", optional=True),
     "crop": Choice("face", "dataset"),
-    "runtime": Choice("auto", "torch", "onnxruntime"),
+    "runtime": RUNTIME,
     "batch_size": Int(1),
     "worst": Int(0),
     "tensorboard": BOOL,
