@@ -142,6 +142,7 @@ def _evaluate(cfg: DictConfig) -> float:
         tensorboard=bool(cfg.tensorboard),
         crop=str(cfg.crop),
         runtime=str(cfg.runtime),
+        overlap=str(cfg.overlap),
     )
     write_atomic(result.out_dir / "eval_config.yaml", OmegaConf.to_yaml(cfg))
     overall = result.summary["results"][shown_variant(cfg.tta)]["overall"]

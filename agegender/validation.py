@@ -191,6 +191,7 @@ EVAL = {
     "split": Choice("train", "val", "test"),
     "tta": Choice("none", "flip", optional=True),
     "crop": Choice("face", "dataset"),
+    "overlap": Choice("skip", "keep"),
     "runtime": RUNTIME,
     "batch_size": Int(1),
     "worst": Int(0),

@@ -212,13 +212,57 @@ def test_a_utkface_folder_is_evaluated_whole(
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "holiday.jpg").write_bytes(b"not a face")  # not UTKFace-named: skipped
     cfg = {"root": str(folder), "cache_dir": str(tmp_path / "cache")}
-    result = evaluate(brief_onnx, cfg, out_dir=tmp_path / "out", tensorboard=False, worst=0)
+    result = evaluate(
+        brief_onnx, cfg, out_dir=tmp_path / "out", tensorboard=False, worst=0, overlap="keep"
+    )
     assert not (tmp_path / "out" / "worst_errors.png").exists()  # worst=0: no grid
     assert (tmp_path / "out" / "summary.png").is_file()
     assert result.summary["backend"] == "onnxruntime"
-    assert result.summary["data"] == f"all 12 usable images in {folder}"
+    assert result.summary["data"].startswith(f"12 usable images in {folder} (")
     assert result.summary["results"]["plain"]["overall"]["count"] == 12
     assert not (tmp_path / "out" / "tensorboard").exists()
+
+
+def test_a_folder_is_scored_without_the_photographs_the_model_trained_on(
+    brief_run: Path, tmp_path: Path
+) -> None:
+    """UTKFace frames the same photographs several ways under the same names: another
+    framing of a training photograph (same name, other pixels) and a renamed copy of a
+    validation photograph (same content) are left out; test photographs are scored."""
+    split = json.loads((brief_run / "split.json").read_text())
+    root = Path(split["root"])
+    folder = tmp_path / "another_framing"
+    folder.mkdir()
+    trained = [name for name, _ in split["train"][:5]]
+    for name in trained:  # reframed: a tighter crop, the same file name
+        image = cv2.imread(str(root / name))
+        side = image.shape[0]
+        cv2.imwrite(str(folder / name), image[side // 8 : -side // 8, side // 8 : -side // 8])
+    validated = split["val"][0][0]
+    age, gender, race, _ = validated.split("_", 3)
+    renamed = f"{age}_{gender}_{race}_20991231235959999.jpg.chip.jpg"
+    (folder / renamed).write_bytes((root / validated).read_bytes())
+    unseen = [name for name, _ in split["test"][:4]]
+    for name in unseen:
+        (folder / name).write_bytes((root / name).read_bytes())
+    cfg = {"root": str(folder), "cache_dir": str(tmp_path / "cache")}
+    best = brief_run / "checkpoints" / "best.ckpt"
+    meta = load_checkpoint(best).meta
+    skipped = load_eval_set(meta, cfg)
+    assert sorted(skipped.relpaths) == sorted(unseen)
+    assert "6 photographs left out" in skipped.overlap
+    kept = load_eval_set(meta, cfg, overlap="keep")
+    assert sorted(kept.relpaths) == sorted([*trained, renamed, *unseen])
+    assert "6 of these photographs were trained on" in kept.overlap
+    result = evaluate(best, cfg, out_dir=tmp_path / "out", tensorboard=False, runtime="torch")
+    assert result.summary["results"]["plain"]["overall"]["count"] == 4
+    assert "6 photographs left out" in result.summary["overlap"]
+    # a checkpoint whose split file is not on this machine cannot be checked: all scored
+    elsewhere = {**meta, "split_file": str(tmp_path / "gone" / "split.json")}
+    assert len(load_eval_set(elsewhere, cfg)) == 10
+    assert "not checked" in load_eval_set(elsewhere, cfg).overlap
+    with pytest.raises(EvalDataError, match="overlap=maybe"):
+        load_eval_set(meta, cfg, overlap="maybe")
 
 
 def test_both_crop_modes_agree_on_photographs_already_aligned(

@@ -86,6 +86,7 @@ def test_the_shipped_defaults_are_valid(name: str) -> None:
         ("live", ["stall_timeout=0"], "stall_timeout=0: must be a number > 0"),
         ("eval", ["batch_size=0"], "batch_size=0: must be an integer >= 1"),
         ("eval", ["tta=mirror"], "tta=mirror: must be one of none, flip (or null)"),
+        ("eval", ["overlap=maybe"], "overlap=maybe: must be one of skip, keep"),
         ("export", ["opset=abc"], "opset=abc: must be an integer in [17, 30]"),
         ("export", ["opset=12"], "opset=12: must be an integer in [17, 30]"),
         ("export", ["parity.images=0"], "parity.images=0: must be an integer in [1, 4096]"),

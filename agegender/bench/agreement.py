@@ -1,10 +1,11 @@
 """Does `live.py` show what `eval.py` reports? Both paths on the same labelled photographs.
 
     python -m agegender.bench.agreement CKPT [--split FILE | --root FOLDER] [--detector NAME]
-                                             [--tta none|flip]
+                                             [--tta none|flip] [--overlap skip|keep]
 
 For each photograph of a saved split's test part (default: the checkpoint's own split) or of
-a UTKFace-named folder, it runs the live pipeline as `live.py source=<folder>` does (stills:
+a UTKFace-named folder (less the photographs the checkpoint trained or was validated on, as
+`eval.py` leaves them out), it runs the live pipeline as `live.py source=<folder>` does (stills:
 detection at full resolution, every face cropped the checkpoint's way) and scores the face a
 single-person photograph is about; then `eval.py`'s two framings (`crop=face`, the default,
 and `crop=dataset`) on the same photographs. It prints age MAE, CS@5 and gender accuracy of
@@ -72,6 +73,7 @@ def run(
     detector: str,
     cache: str,
     tta: str | None = None,
+    overlap: str = "skip",
 ) -> dict:
     predictor = load_predictor(checkpoint)
     meta = predictor.meta
@@ -82,7 +84,10 @@ def run(
         split = split or Path(meta["split_file"])
         data_cfg["split_file"] = str(split)
         data_cfg["root"] = str(root or read_split(split).root)
-    sets = {mode: load_eval_set(meta, data_cfg, "test", crop=mode) for mode in ("face", "dataset")}
+    sets = {
+        mode: load_eval_set(meta, data_cfg, "test", crop=mode, overlap=overlap)
+        for mode in ("face", "dataset")
+    }
     photos = sets["face"]
     files = [photos.root / relpath for relpath in photos.relpaths]
     live, found = live_predictions(predictor, files, detector, tta)
@@ -104,6 +109,7 @@ def run(
     return {
         "checkpoint": str(checkpoint),
         "photos": len(files),
+        "photographs trained on": photos.overlap or "the split's test part only",
         "live_found": int(found.sum()),
         "live_found_share": round(float(found.mean()), 4),
         "framing (eval crop=face)": photos.framing,
@@ -127,10 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", default="yunet", help="live detector (conf/detector/)")
     parser.add_argument("--tta", choices=("none", "flip"), default="flip", help="as eval/live")
     parser.add_argument("--cache", default=".cache/agegender", help="image store folder")
+    parser.add_argument(
+        "--overlap",
+        choices=("skip", "keep"),
+        default="skip",
+        help="--root: leave out photographs the model trained on (as eval.py's overlap=)",
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     set_threads(1)
-    result = run(args.checkpoint, args.split, args.root, args.detector, args.cache, args.tta)
+    result = run(
+        args.checkpoint, args.split, args.root, args.detector, args.cache, args.tta, args.overlap
+    )
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

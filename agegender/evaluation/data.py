@@ -17,6 +17,7 @@ from agegender.data.datamodule import PreparedData, UTKFaceDataModule, prepare
 from agegender.data.split import SPLITS, read_split
 from agegender.data.utkface import Sample
 from agegender.errors import UserError
+from agegender.evaluation.overlap import OVERLAP_CHOICES, leave_out_seen
 from agegender.faces.crop import LEGACY_FRAMING
 
 
@@ -34,6 +35,7 @@ class EvalSet:
     root: Path
     source: str  # what was evaluated, in words
     framing: str  # how the faces were framed, counted
+    overlap: str = ""  # photographs of a whole folder the model had seen, in words
 
     def __len__(self) -> int:
         return len(self.ages)
@@ -65,15 +67,20 @@ def load_eval_set(
     part: str = "test",
     limit: int | None = None,
     crop: str = "face",
+    overlap: str = "skip",
 ) -> EvalSet:
     """Images and labels to evaluate, at the model's image size and age range, framed as
     `crop` says (see eval_crop).
 
-    `data.root` alone: every usable image in that folder. Otherwise `part` of the saved split
-    (`data.split_file`, else the one the checkpoint was trained with) on its own folder.
+    `data.root` alone: every usable image in that folder, less (`overlap=skip`) those the
+    checkpoint trained or was validated on (agegender.evaluation.overlap). Otherwise `part`
+    of the saved split (`data.split_file`, else the one the checkpoint was trained with) on
+    its own folder.
     """
     if part not in SPLITS:
         raise EvalDataError(f"split={part}: choose one of {', '.join(SPLITS)}")
+    if overlap not in OVERLAP_CHOICES:
+        raise EvalDataError(f"overlap={overlap}: choose one of {', '.join(OVERLAP_CHOICES)}")
     config = dict(data_cfg)
     config.update(
         image_size=int(meta["image_size"]),
@@ -83,8 +90,10 @@ def load_eval_set(
     )
     if config.get("root") and not config.get("split_file"):
         data = prepare(config, progress=False)
-        samples, images = _pick(data, list(range(len(data.samples))), limit)
-        source = f"all {len(samples)} usable images in {data.root}"
+        check = leave_out_seen(data.samples, meta, overlap)
+        samples, images = _pick(data, check.kept, limit)
+        source = f"{len(samples)} usable images in {data.root} ({check.note})"
+        overlap_note = check.note
     else:
         split_file = config.get("split_file") or meta.get("split_file")
         if not split_file:
@@ -100,8 +109,9 @@ def load_eval_set(
         samples, images = _pick(module.data, module.split.indices(part), limit)
         data = module.data
         source = f"{part} split of {split_file} ({len(samples)} images in {data.root})"
+        overlap_note = ""
     if not samples:
-        raise EvalDataError(f"nothing to evaluate: the {source} is empty")
+        raise EvalDataError(f"nothing to evaluate: {source}")
     return EvalSet(
         images=np.ascontiguousarray(images),
         ages=np.array([s.age for s in samples], dtype=np.int64),
@@ -111,4 +121,5 @@ def load_eval_set(
         root=data.root,
         source=source,
         framing=data.framing,
+        overlap=overlap_note,
     )

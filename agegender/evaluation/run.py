@@ -132,11 +132,14 @@ def evaluate(
     tensorboard: bool = True,
     crop: str = "face",
     runtime: str = "auto",
+    overlap: str = "skip",
 ) -> EvalResult:
     """Evaluate a checkpoint or exported model and write the report into `out_dir`.
 
     `crop=face` frames every photograph through the face path, as live.py does, so the
-    numbers are what live shows; `crop=dataset` scores the photographs as stored."""
+    numbers are what live shows; `crop=dataset` scores the photographs as stored. A whole
+    folder (`data.root` alone) is scored without the photographs the checkpoint trained or
+    was validated on unless `overlap=keep`."""
     tta = tta or "none"
     if tta not in TTA_CHOICES:
         raise UserError(f"tta={tta}: choose tta=flip or leave it out")
@@ -144,7 +147,7 @@ def evaluate(
     out = Path(out_dir).expanduser() if out_dir else default_out_dir(model_path)
     check_out_dir(out, model_path)
     predictor = load_predictor(model_path, runtime=runtime)
-    data = load_eval_set(predictor.meta, data_cfg, part, crop=crop)
+    data = load_eval_set(predictor.meta, data_cfg, part, crop=crop, overlap=overlap)
     out.mkdir(parents=True, exist_ok=True)
     labels = (data.ages, data.genders, data.races)
     variants = {"plain": False, "flip": True} if tta == "flip" else {"plain": False}
@@ -161,6 +164,7 @@ def evaluate(
         "model": str(model_path),
         "backend": predictor.backend,
         "data": data.source,
+        "overlap": data.overlap or None,
         "split": part,
         "image_size": predictor.image_size,
         "tta": tta,
