@@ -112,6 +112,17 @@ def read_split(path: str | Path) -> SavedSplit:
         ) from error
 
 
+def read_split_if_present(path: str | Path | None) -> SavedSplit | None:
+    """The saved split at `path`, or None when there is none (no path, the file missing or
+    damaged): for optional uses, such as checks a model's split enables where it travelled."""
+    if not path:
+        return None
+    try:
+        return read_split(path)
+    except SplitMismatchError:
+        return None
+
+
 def load_split(path: Path, samples: Sequence[Sample]) -> Split:
     """Map a saved split back onto the discovered samples, checking nothing moved."""
     saved = read_split(path)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agegender.data.split import SplitMismatchError, read_split
+from agegender.data.split import read_split_if_present
 from agegender.data.utkface import Sample
 
 OVERLAP_CHOICES = ("skip", "keep")
@@ -37,11 +37,8 @@ def seen_photographs(meta: dict[str, Any]) -> SeenPhotographs | None:
     """What the checkpoint's saved split says it trained and was validated on; None when it
     names no split or the split file is not on this machine (nothing can be checked)."""
     split_file = meta.get("split_file")
-    if not split_file:
-        return None
-    try:
-        saved = read_split(split_file)
-    except SplitMismatchError:
+    saved = read_split_if_present(split_file)
+    if saved is None:
         return None
     pairs = [pair for part in SEEN_PARTS for pair in saved.parts[part]]
     return SeenPhotographs(

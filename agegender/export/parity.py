@@ -13,18 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from agegender.data.split import SplitMismatchError, read_split
+from agegender.data.split import read_split_if_present
 from agegender.deployed import AGE_TOLERANCE, P_FEMALE_TOLERANCE, Parity, ParityError
 from agegender.preprocess import ImageDecodeError, decode_rgb, to_batch
 
 
 def split_images(split_file: str | Path | None, size: int, count: int) -> np.ndarray | None:
     """Up to `count` test (then val) images named by a saved split, or None if unavailable."""
-    if not split_file:
-        return None
-    try:
-        saved = read_split(split_file)
-    except SplitMismatchError:
+    saved = read_split_if_present(split_file)
+    if saved is None:
         return None
     root, names = saved.root, saved.relpaths("test", "val")
     images = []
