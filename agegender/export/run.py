@@ -98,7 +98,8 @@ def _data_for_int8(
 
     if data_cfg is not None:
         try:
-            train = load_eval_set(meta, data_cfg, "train", limit=CALIBRATION_IMAGES)
+            # calibration only needs faces like the training ones, seen or not
+            train = load_eval_set(meta, data_cfg, "train", limit=CALIBRATION_IMAGES, overlap="keep")
             return train.images, load_eval_set(meta, data_cfg, "val")
         except UserError as error:
             print(f"int8: run's images unavailable ({error}); calibrating on generated images")
