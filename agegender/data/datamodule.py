@@ -243,9 +243,10 @@ class UTKFaceDataModule(L.LightningDataModule):
     def _open_data(self) -> None:
         """Reopen the image store, make or load the split (saved beside the run), datasets."""
         split_file = self.config.get("split_file")
-        if split_file:
+        saved = read_split(split_file) if split_file else None
+        if saved is not None:
             # a saved split names its own faces: older ones too when it was made with them
-            self.config["above_range"] = read_split(split_file).above_range
+            self.config["above_range"] = saved.above_range
         self.data = prepare(self.config, progress=False)
         for line in summary_lines(self.data.root, len(self.data.samples), self.data.skipped):
             log.info(line)
@@ -260,7 +261,7 @@ class UTKFaceDataModule(L.LightningDataModule):
         log.info(self.data.framing)
         split_cfg = self.config.get("split", {})
         if split_file:
-            self.split = load_split(Path(split_file), self.data.samples)
+            self.split = load_split(Path(split_file), self.data.samples, saved)
             self.split_path = Path(split_file)
         else:
             # the faces within the age range split as they would without the older ones

@@ -123,9 +123,10 @@ def read_split_if_present(path: str | Path | None) -> SavedSplit | None:
         return None
 
 
-def load_split(path: Path, samples: Sequence[Sample]) -> Split:
-    """Map a saved split back onto the discovered samples, checking nothing moved."""
-    saved = read_split(path)
+def load_split(path: Path, samples: Sequence[Sample], saved: SavedSplit | None = None) -> Split:
+    """Map a saved split (`saved`, if already read from `path`) back onto the discovered
+    samples, checking nothing moved."""
+    saved = saved or read_split(path)
     by_path = {sample.relpath: index for index, sample in enumerate(samples)}
     lists: dict[str, list[int]] = {}
     for name in SPLITS:

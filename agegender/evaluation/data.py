@@ -90,7 +90,7 @@ def load_eval_set(
     )
     if config.get("root") and not config.get("split_file"):
         data = prepare(config, progress=False)
-        check = leave_out_seen(data.samples, meta, overlap)
+        check = leave_out_seen(data.samples, meta, keep=overlap == "keep")
         samples, images = _pick(data, check.kept, limit)
         source = f"{len(samples)} usable images in {data.root} ({check.note})"
         overlap_note = check.note

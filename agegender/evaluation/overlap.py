@@ -56,26 +56,23 @@ class OverlapCheck:
     note: str
 
 
-def leave_out_seen(samples: Sequence[Sample], meta: dict[str, Any], mode: str) -> OverlapCheck:
-    """Indices of `samples` to score: all of them with `keep`; with `skip`, those the
+def leave_out_seen(samples: Sequence[Sample], meta: dict[str, Any], keep: bool) -> OverlapCheck:
+    """Indices of `samples` to score: all of them with `keep`; otherwise those the
     checkpoint has not seen (see the module's docstring)."""
-    if mode not in OVERLAP_CHOICES:
-        raise ValueError(f"overlap={mode}: choose one of {', '.join(OVERLAP_CHOICES)}")
     everything = list(range(len(samples)))
     seen = seen_photographs(meta)
     if seen is None:
         return OverlapCheck(everything, "not checked against training photographs (no split file)")
-    hits = [i for i in everything if seen.has_seen(samples[i])]
+    unseen = [i for i in everything if not seen.has_seen(samples[i])]
+    hits = len(samples) - len(unseen)
     if not hits:
         return OverlapCheck(everything, "none of these photographs was trained on")
-    if mode == "keep":
+    if keep:
         return OverlapCheck(
-            everything, f"{len(hits)} of these photographs were trained on (kept: overlap=keep)"
+            everything, f"{hits} of these photographs were trained on (kept: overlap=keep)"
         )
-    hit_set = set(hits)
-    kept = [i for i in everything if i not in hit_set]
     return OverlapCheck(
-        kept,
-        f"{len(hits)} photographs left out: the model trained or was validated on them "
+        unseen,
+        f"{hits} photographs left out: the model trained or was validated on them "
         f"({seen.split_file}; overlap=keep scores them too)",
     )
