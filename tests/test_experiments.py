@@ -36,7 +36,7 @@ def test_experiment_original_is_the_keras_recipe_in_both_phases(phase: str) -> N
     assert cfg["loss"]["w_age"] == cfg["loss"]["w_gender"] == 1.0
     assert cfg["data"]["crop"] is None  # photographs as stored
     assert cfg["callbacks"]["early_stopping"]["monitor"] == "val/loss"
-    extra = ("sharpness", "blur", "grayscale", "trivial", "erasing")
+    extra = ("sharpness", "blur", "jpeg", "grayscale", "trivial", "erasing")
     assert not any(cfg["data"]["augment"][key] for key in extra)
     if phase == "finetune":
         scheduler = cfg["optim"]["scheduler"]

@@ -7,6 +7,8 @@ from typing import Any
 
 from torchvision.transforms import v2
 
+from agegender.errors import UserError
+
 
 def build_augmentation(config: dict[str, Any] | None) -> v2.Compose | None:
     """torchvision v2 transforms on uint8 [3,H,W] tensors; each part switched off by null."""
@@ -45,6 +47,14 @@ def build_augmentation(config: dict[str, Any] | None) -> v2.Compose | None:
         kernel = int(blur.get("kernel", 5))
         sigma = tuple(blur.get("sigma", (0.1, 1.5)))
         steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma)], p=float(blur.get("p", 0.3))))
+    jpeg = config.get("jpeg")
+    if jpeg:  # compressed again at a random quality: artefacts are not a sign of age
+        quality = tuple(int(q) for q in jpeg.get("quality", (50, 95)))
+        if len(quality) != 2 or not 1 <= quality[0] <= quality[1] <= 100:
+            raise UserError(
+                f"data.augment.jpeg.quality={list(quality)}: give [low, high] within 1..100"
+            )
+        steps.append(v2.RandomApply([v2.JPEG(quality)], p=float(jpeg.get("p", 0.5))))
     if config.get("grayscale"):
         steps.append(v2.RandomGrayscale(p=float(config["grayscale"])))
     erasing = config.get("erasing")
