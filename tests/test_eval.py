@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -223,6 +224,12 @@ def test_a_utkface_folder_is_evaluated_whole(
     assert not (tmp_path / "out" / "tensorboard").exists()
 
 
+def framed_count(framing: str) -> int:
+    """The faces a report's framing line counts, whatever way each was framed."""
+    pattern = r"(\d+) (?:aligned on landmarks|box crops|with no face found)"
+    return sum(int(count) for count in re.findall(pattern, framing))
+
+
 def test_a_folder_is_scored_without_the_photographs_the_model_trained_on(
     brief_run: Path, tmp_path: Path
 ) -> None:
@@ -254,6 +261,8 @@ def test_a_folder_is_scored_without_the_photographs_the_model_trained_on(
     kept = load_eval_set(meta, cfg, overlap="keep")
     assert sorted(kept.relpaths) == sorted([*trained, renamed, *unseen])
     assert "6 of these photographs were trained on" in kept.overlap
+    # the framing line counts the photographs scored, not the whole folder's store
+    assert framed_count(skipped.framing) == 4 and framed_count(kept.framing) == 10
     result = evaluate(best, cfg, out_dir=tmp_path / "out", tensorboard=False, runtime="torch")
     assert result.summary["results"]["plain"]["overall"]["count"] == 4
     assert "6 photographs left out" in result.summary["overlap"]

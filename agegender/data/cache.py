@@ -58,8 +58,10 @@ class ImageStore:
     # empty for stores built before it was recorded
     eye_px: list[float | None] = field(default_factory=list)
 
-    def outcome_counts(self) -> dict[str, int]:
-        return {name: self.outcomes.count(name) for name in (*OUTCOMES, UNREADABLE)}
+    def outcome_counts(self, rows: Sequence[int] | None = None) -> dict[str, int]:
+        """How the images (or only these rows) were framed, counted by outcome."""
+        outcomes = self.outcomes if rows is None else [self.outcomes[row] for row in rows]
+        return {name: outcomes.count(name) for name in (*OUTCOMES, UNREADABLE)}
 
     @property
     def image_size(self) -> int:

@@ -97,6 +97,12 @@ class PreparedData:
     # the last `train_only` samples are faces older than the age range (data.above_range),
     # labelled with its top age: the split puts them in its training part only
     train_only: int = 0
+    crop: PhotoCrop | None = None  # the framing the store was built with (data.crop)
+
+    def framing_of(self, indices: Sequence[int]) -> str:
+        """`framing`, counted over these samples only (e.g. the ones a report scores)."""
+        rows = self.rows[np.asarray(indices, dtype=np.int64)].tolist()
+        return framing_line(self.crop, self.store.outcome_counts(rows))
 
     @property
     def in_range(self) -> int:
@@ -147,7 +153,9 @@ def prepare(config: dict[str, Any], progress: bool = True) -> PreparedData:
     if not samples:
         raise DatasetError(f"data.root={root}: no image could be decoded. {DOWNLOAD_HELP}")
     train_only = int((rows >= len(discovery.samples)).sum())
-    return PreparedData(root, samples, rows, store, skipped, framing_line(crop, counts), train_only)
+    return PreparedData(
+        root, samples, rows, store, skipped, framing_line(crop, counts), train_only, crop
+    )
 
 
 def framing_line(crop: PhotoCrop | None, counts: dict[str, int]) -> str:

@@ -41,9 +41,16 @@ class EvalSet:
         return len(self.ages)
 
 
-def _pick(data: PreparedData, indices: list[int], limit: int | None) -> tuple[list[Sample], Any]:
+def _pick(
+    data: PreparedData, indices: list[int], limit: int | None
+) -> tuple[list[Sample], Any, str]:
+    """The chosen samples, their stored images, and how those faces were framed."""
     chosen = indices[:limit] if limit else indices
-    return [data.samples[i] for i in chosen], data.store.images[data.rows[chosen]]
+    return (
+        [data.samples[i] for i in chosen],
+        data.store.images[data.rows[chosen]],
+        data.framing_of(chosen),
+    )
 
 
 CROP_MODES = ("face", "dataset")
@@ -91,7 +98,7 @@ def load_eval_set(
     if config.get("root") and not config.get("split_file"):
         data = prepare(config, progress=False)
         check = leave_out_seen(data.samples, meta, keep=overlap == "keep")
-        samples, images = _pick(data, check.kept, limit)
+        samples, images, framing = _pick(data, check.kept, limit)
         source = f"{len(samples)} usable images in {data.root} ({check.note})"
         overlap_note = check.note
     else:
@@ -106,7 +113,7 @@ def load_eval_set(
         module = UTKFaceDataModule.from_config(config)
         module.setup()
         assert module.data is not None and module.split is not None
-        samples, images = _pick(module.data, module.split.indices(part), limit)
+        samples, images, framing = _pick(module.data, module.split.indices(part), limit)
         data = module.data
         source = f"{part} split of {split_file} ({len(samples)} images in {data.root})"
         overlap_note = ""
@@ -120,6 +127,6 @@ def load_eval_set(
         relpaths=[s.relpath for s in samples],
         root=data.root,
         source=source,
-        framing=data.framing,
+        framing=framing,
         overlap=overlap_note,
     )
