@@ -93,11 +93,15 @@ class PreparedData:
     rows: np.ndarray  # row of each sample in the image store
     store: ImageStore
     skipped: dict[str, int]
-    framing: str  # how the faces were framed, counted (framing_line)
+    crop: PhotoCrop | None  # the framing the store was built with (data.crop)
     # the last `train_only` samples are faces older than the age range (data.above_range),
     # labelled with its top age: the split puts them in its training part only
     train_only: int = 0
-    crop: PhotoCrop | None = None  # the framing the store was built with (data.crop)
+
+    @property
+    def framing(self) -> str:
+        """How the store's faces were framed, counted (framing_line)."""
+        return framing_line(self.crop, self.store.outcome_counts())
 
     def framing_of(self, indices: Sequence[int]) -> str:
         """`framing`, counted over these samples only (e.g. the ones a report scores)."""
@@ -153,9 +157,7 @@ def prepare(config: dict[str, Any], progress: bool = True) -> PreparedData:
     if not samples:
         raise DatasetError(f"data.root={root}: no image could be decoded. {DOWNLOAD_HELP}")
     train_only = int((rows >= len(discovery.samples)).sum())
-    return PreparedData(
-        root, samples, rows, store, skipped, framing_line(crop, counts), train_only, crop
-    )
+    return PreparedData(root, samples, rows, store, skipped, crop, train_only)
 
 
 def framing_line(crop: PhotoCrop | None, counts: dict[str, int]) -> str:
