@@ -124,7 +124,7 @@ def export() -> None:
 @report_user_errors
 def _evaluate(cfg: DictConfig) -> float:
     from agegender.checkpoint import resolve_checkpoint
-    from agegender.evaluation.report import shown_variant
+    from agegender.evaluation.report import framing_label, shown_variant
     from agegender.evaluation.run import evaluate as evaluate_model
     from agegender.io import write_atomic
 
@@ -143,11 +143,12 @@ def _evaluate(cfg: DictConfig) -> float:
         crop=str(cfg.crop),
         runtime=str(cfg.runtime),
         overlap=str(cfg.overlap),
+        match_source=bool(cfg.match_source),
     )
     write_atomic(result.out_dir / "eval_config.yaml", OmegaConf.to_yaml(cfg))
     overall = result.summary["results"][shown_variant(cfg.tta)]["overall"]
     print(f"\nEvaluated {model} on {result.summary['data']}")
-    print(f"  crop={cfg.crop}: {result.summary['framing']}")
+    print(f"  {framing_label(result.summary)}: {result.summary['framing']}")
     for name, res in result.summary["results"].items():
         o = res["overall"]
         print(

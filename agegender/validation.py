@@ -166,6 +166,7 @@ LIVE = {
     "hold": Int(0),
     "iou_threshold": Float(0, 1),
     "tta": Choice("none", "flip", optional=True),
+    "match_source": BOOL,
     "runtime": RUNTIME,
     "threads": Int(0, optional=True),  # 0 or null: the libraries choose
     "max_frames": Int(1, optional=True),
@@ -191,6 +192,7 @@ EVAL = {
     "split": Choice("train", "val", "test"),
     "tta": Choice("none", "flip", optional=True),
     "crop": Choice("face", "dataset"),
+    "match_source": BOOL,
     "overlap": Choice("skip", "keep"),
     "runtime": RUNTIME,
     "batch_size": Int(1),

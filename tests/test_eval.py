@@ -322,6 +322,43 @@ def test_both_crop_modes_agree_on_photographs_already_aligned(
     assert "centre square" in results["dataset"].summary["framing"]
 
 
+def test_match_source_false_scores_what_live_shows_without_source_matching(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """Sharp photographs (a real portrait, eyes far wider apart than the training faces'):
+    `match_source=false` frames them as live.py match_source=false does, pixel for pixel,
+    unlike the default, and the report says which way they were framed."""
+    from skimage import data as skimage_data
+
+    folder = tmp_path / "sharp"
+    folder.mkdir()
+    portrait = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
+    portrait = cv2.resize(portrait, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    for index, angle in enumerate((-6, 0, 6)):
+        matrix = cv2.getRotationMatrix2D((512, 360), angle, 1.0)
+        photo = cv2.warpAffine(portrait, matrix, (1024, 1024), borderMode=cv2.BORDER_REFLECT)
+        cv2.imwrite(str(folder / f"35_1_0_2017010402310{index:04d}.jpg"), photo)
+    best = trained_run / "checkpoints" / "best.ckpt"
+    meta = TorchPredictor(best).meta
+    assert meta["crop"]["source_eye_px"] < 60  # the portrait's eyes are ~90 px apart
+    cfg = {"root": str(folder), "cache_dir": str(tmp_path / "cache")}
+    sets = {on: load_eval_set(meta, cfg, match_source=on) for on in (True, False)}
+    assert not np.array_equal(sets[True].images, sets[False].images)
+    detector = build_detector("yunet")
+    pipeline = FacePipeline(TorchPredictor(best), detector, LiveSettings(match_source=False))
+    for index, relpath in enumerate(sets[False].relpaths):
+        photo = cv2.imread(str(folder / relpath))
+        (track,) = pipeline.process(Frame(index, 0.0, photo), stills=True)
+        (crop,) = crop_faces(photo, [track.box], pipeline.framing, 64)
+        assert np.array_equal(crop.transpose(2, 0, 1), sets[False].images[index])
+    out = tmp_path / "out"
+    result = evaluate(
+        best, cfg, out_dir=out, tensorboard=False, runtime="torch", match_source=False
+    )
+    assert result.summary["match_source"] is False
+    assert "- framing (crop=face, match_source=false):" in (out / "report.md").read_text()
+
+
 def test_the_saved_split_follows_data_that_moved(brief_run: Path, report, tmp_path: Path) -> None:
     root = Path(json.loads((brief_run / "split.json").read_text())["root"])
     moved = tmp_path / "moved"

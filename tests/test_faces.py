@@ -253,6 +253,7 @@ def test_source_eye_px_softens_a_sharp_face_and_keeps_it_framed(astronaut, yunet
     # recorded with the framing, in the key of stores built with it; absent when unset
     meta = PhotoCrop(Framing(source_eye_px=25.1)).to_meta()
     assert framing_of({"crop": meta}).source_eye_px == 25.1
+    assert framing_of({"crop": meta}, match_source=False) == Framing()  # that alone left out
     assert PhotoCrop(Framing(source_eye_px=25.1)).key() != PhotoCrop().key()
     assert "source_eye_px" not in PhotoCrop().key()
     with pytest.raises(FramingError, match="source_eye_px"):

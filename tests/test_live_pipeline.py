@@ -174,6 +174,48 @@ def test_settings_are_checked() -> None:
         LiveSettings(smoothing=1.5)
 
 
+class CropRecorder(FakePredictor):
+    """A predictor whose checkpoint records a framing; keeps every batch it is given."""
+
+    def __init__(self, crop_meta: dict) -> None:
+        super().__init__(image_size=128)
+        self.meta = {"crop": crop_meta}
+        self.seen: list[np.ndarray] = []
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        self.seen.append(batch.copy())
+        return super().predict_batch(batch)
+
+
+def test_match_source_false_leaves_out_source_matching_and_nothing_else() -> None:
+    """live/serve's match_source=false: a sharp face goes to the model as sharp as it comes,
+    framed exactly as a checkpoint trained without source matching would frame it."""
+    from skimage import data
+
+    from agegender.faces.detectors import build_detector
+    from agegender.faces.photo import PhotoCrop, main_face
+
+    portrait = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)  # eyes ~45 px apart
+    face = main_face(build_detector("yunet").detect_still(portrait), *portrait.shape[:2])
+    assert face is not None and face.landmarks is not None
+
+    def model_input(crop_meta: dict, **options) -> np.ndarray:
+        predictor = CropRecorder(crop_meta)
+        settings = LiveSettings(detect_every=1, predict_every=1, tta=None, **options)
+        FacePipeline(predictor, FixedBoxes([face]), settings).process(Frame(0, 0.0, portrait))
+        (batch,) = predictor.seen
+        return batch
+
+    matching = PhotoCrop(Framing(source_eye_px=20.0)).to_meta()
+    plain = PhotoCrop(Framing()).to_meta()
+    matched = model_input(matching)
+    unmatched = model_input(matching, match_source=False)
+    assert np.array_equal(unmatched, model_input(plain))
+    assert not np.allclose(matched, unmatched, atol=0.05)
+    with pytest.raises(LiveError, match="match_source"):
+        LiveSettings(match_source="no")
+
+
 def test_display_auto_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

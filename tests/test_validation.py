@@ -87,6 +87,8 @@ def test_the_shipped_defaults_are_valid(name: str) -> None:
         ("eval", ["batch_size=0"], "batch_size=0: must be an integer >= 1"),
         ("eval", ["tta=mirror"], "tta=mirror: must be one of none, flip (or null)"),
         ("eval", ["overlap=maybe"], "overlap=maybe: must be one of skip, keep"),
+        ("eval", ["match_source=sometimes"], "match_source=sometimes: must be true or false"),
+        ("live", ["match_source=2"], "match_source=2: must be true or false"),
         ("export", ["opset=abc"], "opset=abc: must be an integer in [17, 30]"),
         ("export", ["opset=12"], "opset=12: must be an integer in [17, 30]"),
         ("export", ["parity.images=0"], "parity.images=0: must be an integer in [1, 4096]"),

@@ -2,6 +2,7 @@
 
     python -m agegender.bench.agreement CKPT [--split FILE | --root FOLDER] [--detector NAME]
                                              [--tta none|flip] [--overlap skip|keep]
+                                             [--match-source true|false]
 
 For each photograph of a saved split's test part (default: the checkpoint's own split) or of
 a UTKFace-named folder (less the photographs the checkpoint trained or was validated on, as
@@ -11,7 +12,8 @@ single-person photograph is about; then `eval.py`'s two framings (`crop=face`, t
 and `crop=dataset`) on the same photographs. It prints age MAE, CS@5 and gender accuracy of
 each, the share of photographs where live found a face, and how far live and eval differ
 photograph by photograph. Both paths use the same test-time augmentation (`--tta`, like
-`tta=` of eval.py and live.py). Nothing is written.
+`tta=` of eval.py and live.py) and source matching (`--match-source`, like their
+`match_source=`). Nothing is written.
 """
 
 from __future__ import annotations
@@ -47,11 +49,15 @@ def scores(ages: np.ndarray, genders: np.ndarray, pred: np.ndarray) -> dict[str,
 
 
 def live_predictions(
-    predictor: Predictor, files: list[Path], detector_name: str, tta: str | None = None
+    predictor: Predictor,
+    files: list[Path],
+    detector_name: str,
+    tta: str | None = None,
+    match_source: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(age, p_female) of each photograph's main face through the live pipeline in stills
     mode, NaN where no face was found; and which photographs had one."""
-    settings = LiveSettings(tta=tta)
+    settings = LiveSettings(tta=tta, match_source=match_source)
     pipeline = FacePipeline(predictor, build_detector(detector_name), settings)
     out = np.full((len(files), 2), np.nan)
     for index, file in enumerate(files):
@@ -74,6 +80,7 @@ def run(
     cache: str,
     tta: str | None = None,
     overlap: str = "skip",
+    match_source: bool = True,
 ) -> dict:
     predictor = load_predictor(checkpoint)
     meta = predictor.meta
@@ -85,12 +92,14 @@ def run(
         data_cfg["split_file"] = str(split)
         data_cfg["root"] = str(root or read_split(split).root)
     sets = {
-        mode: load_eval_set(meta, data_cfg, "test", crop=mode, overlap=overlap)
+        mode: load_eval_set(
+            meta, data_cfg, "test", crop=mode, overlap=overlap, match_source=match_source
+        )
         for mode in ("face", "dataset")
     }
     photos = sets["face"]
     files = [photos.root / relpath for relpath in photos.relpaths]
-    live, found = live_predictions(predictor, files, detector, tta)
+    live, found = live_predictions(predictor, files, detector, tta, match_source)
     flip = tta == "flip"
     predictions = {
         mode: np.stack(predict_all(predictor, data.images, flip=flip), 1)
@@ -115,6 +124,7 @@ def run(
         "framing (eval crop=face)": photos.framing,
         "detector": detector,
         "tta": tta or "none",
+        "match_source": match_source,
         "live vs eval crop=face, mean |age diff|": round(float(gap[:, 0].mean()), 4),
         "live vs eval crop=face, gender disagreements": int(
             ((live[found, 1] > 0.5) != (eval_face[found, 1] > 0.5)).sum()
@@ -139,11 +149,24 @@ def main(argv: list[str] | None = None) -> int:
         default="skip",
         help="--root: leave out photographs the model trained on (as eval.py's overlap=)",
     )
+    parser.add_argument(
+        "--match-source",
+        choices=("true", "false"),
+        default="true",
+        help="shrink and compress sharp faces like the training photographs (as live/eval)",
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     set_threads(1)
     result = run(
-        args.checkpoint, args.split, args.root, args.detector, args.cache, args.tta, args.overlap
+        args.checkpoint,
+        args.split,
+        args.root,
+        args.detector,
+        args.cache,
+        args.tta,
+        args.overlap,
+        args.match_source == "true",
     )
     text = json.dumps(result, indent=2)
     print(text)

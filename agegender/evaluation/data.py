@@ -56,15 +56,18 @@ def _pick(
 CROP_MODES = ("face", "dataset")
 
 
-def eval_crop(meta: dict[str, Any], mode: str) -> dict[str, Any] | None:
+def eval_crop(meta: dict[str, Any], mode: str, match_source: bool = True) -> dict[str, Any] | None:
     """data.crop for evaluation: `face` runs the face path as live does on a photograph (the
-    model's own framing; square box crops for a model trained without one), `dataset` scores
-    the photographs as stored, centre-cropped."""
+    model's own framing, without source matching when `match_source` is False, as live's
+    option; square box crops for a model trained without one), `dataset` scores the
+    photographs as stored, centre-cropped."""
     if mode not in CROP_MODES:
         raise EvalDataError(f"crop={mode}: choose one of {', '.join(CROP_MODES)}")
     if mode == "dataset":
         return None
     crop = dict(meta.get("crop") or LEGACY_FRAMING.to_dict())
+    if not match_source:
+        crop.pop("source_eye_px", None)
     return {**crop, "on_miss": "keep"}  # every photograph is scored, misses counted
 
 
@@ -75,6 +78,7 @@ def load_eval_set(
     limit: int | None = None,
     crop: str = "face",
     overlap: str = "skip",
+    match_source: bool = True,
 ) -> EvalSet:
     """Images and labels to evaluate, at the model's image size and age range, framed as
     `crop` says (see eval_crop).
@@ -93,7 +97,7 @@ def load_eval_set(
         image_size=int(meta["image_size"]),
         age_range=list(meta["age_range"]),
         synthetic=None,
-        crop=eval_crop(meta, crop),
+        crop=eval_crop(meta, crop, match_source),
     )
     if config.get("root") and not config.get("split_file"):
         data = prepare(config, progress=False)

@@ -52,6 +52,13 @@ def table(rows: dict[str, dict[str, Any]], first: str) -> list[str]:
     return lines
 
 
+def framing_label(summary: dict[str, Any]) -> str:
+    """How the faces were framed, as the eval options that chose it: `crop=face` or
+    `crop=dataset`, and `match_source=false` where source matching was left out."""
+    off = summary.get("match_source") is False
+    return f"crop={summary['crop']}" + (", match_source=false" if off else "")
+
+
 def markdown(summary: dict[str, Any], pictures: dict[str, str]) -> str:
     """report.md: what was evaluated, overall numbers (plain and TTA), the fairness tables."""
     lines = [
@@ -59,7 +66,7 @@ def markdown(summary: dict[str, Any], pictures: dict[str, str]) -> str:
         "",
         f"- model: `{summary['model']}` ({summary['backend']})",
         f"- data: {summary['data']}",
-        f"- framing (crop={summary['crop']}): {summary['framing']}",
+        f"- framing ({framing_label(summary)}): {summary['framing']}",
         f"- age: MAE/RMSE in years; CS@{CS_YEARS} = share within {CS_YEARS} years; bias = "
         "mean(predicted - true), positive = predicted too old",
         "- gender: accuracy at p_female = 0.5; ROC AUC of p_female (– where a group holds "

@@ -133,11 +133,13 @@ def evaluate(
     crop: str = "face",
     runtime: str = "auto",
     overlap: str = "skip",
+    match_source: bool = True,
 ) -> EvalResult:
     """Evaluate a checkpoint or exported model and write the report into `out_dir`.
 
     `crop=face` frames every photograph through the face path, as live.py does, so the
-    numbers are what live shows; `crop=dataset` scores the photographs as stored. A whole
+    numbers are what live shows (`match_source` as live's option); `crop=dataset` scores the
+    photographs as stored. A whole
     folder (`data.root` alone) is scored without the photographs the checkpoint trained or
     was validated on unless `overlap=keep`."""
     tta = tta or "none"
@@ -147,7 +149,9 @@ def evaluate(
     out = Path(out_dir).expanduser() if out_dir else default_out_dir(model_path)
     check_out_dir(out, model_path)
     predictor = load_predictor(model_path, runtime=runtime)
-    data = load_eval_set(predictor.meta, data_cfg, part, crop=crop, overlap=overlap)
+    data = load_eval_set(
+        predictor.meta, data_cfg, part, crop=crop, overlap=overlap, match_source=match_source
+    )
     out.mkdir(parents=True, exist_ok=True)
     labels = (data.ages, data.genders, data.races)
     variants = {"plain": False, "flip": True} if tta == "flip" else {"plain": False}
@@ -169,6 +173,7 @@ def evaluate(
         "image_size": predictor.image_size,
         "tta": tta,
         "crop": crop,
+        "match_source": match_source if crop == "face" else None,
         "framing": data.framing,
         "results": results,
     }

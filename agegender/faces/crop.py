@@ -7,7 +7,7 @@ checkpoint, so every path shows the network a face framed the same way.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import cv2
@@ -138,9 +138,12 @@ def limit_detail(crop: np.ndarray, detail_px: int | None) -> np.ndarray:
     return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def framing_of(meta: dict[str, Any]) -> Framing:
-    """The framing a checkpoint or exported model was trained with (its "crop" metadata)."""
+def framing_of(meta: dict[str, Any], match_source: bool = True) -> Framing:
+    """The framing a checkpoint or exported model was trained with (its "crop" metadata);
+    `match_source=False` leaves out source matching, so sharp faces stay as sharp as they
+    come (a trade measured in docs/accuracy.md)."""
     crop = meta.get("crop")
     if crop is None:
         return LEGACY_FRAMING
-    return Framing.from_dict({k: v for k, v in dict(crop).items() if k != "detector"})
+    framing = Framing.from_dict({k: v for k, v in dict(crop).items() if k != "detector"})
+    return framing if match_source else replace(framing, source_eye_px=None)

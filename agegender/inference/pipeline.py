@@ -78,6 +78,7 @@ class LiveSettings:
     hold: int = int(_LIVE.hold)
     iou_threshold: float = float(_LIVE.iou_threshold)
     tta: str | None = _LIVE.tta  # flip: each face averaged with its mirror image; None/"none"
+    match_source: bool = bool(_LIVE.match_source)  # False: sharp faces stay as sharp as they come
 
     def __post_init__(self) -> None:
         for name in ("detect_every", "scan_every", "predict_every"):
@@ -87,6 +88,8 @@ class LiveSettings:
             raise LiveError(f"smoothing must be in [0, 1) (0 = off), got {self.smoothing}")
         if self.tta not in (None, "none", "flip"):
             raise LiveError(f"tta={self.tta}: use tta=flip, or leave it out")
+        if not isinstance(self.match_source, bool):
+            raise LiveError(f"match_source={self.match_source}: use true or false")
 
 
 def crop_faces(frame: np.ndarray, boxes: Sequence[Box], framing: Framing, size: int) -> list:
@@ -111,7 +114,7 @@ class FacePipeline:
         self.clock = clock or StageClock()
         s = self.settings
         self.tracker = IouTracker(s.iou_threshold, s.max_missed_frames, s.hold, s.smoothing)
-        self.framing = framing_of(predictor.meta)  # what the model was trained on
+        self.framing = framing_of(predictor.meta, s.match_source)  # as the model was trained
         self.frames_seen = 0
 
     def process(self, frame: Frame, stills: bool = False) -> list[Track]:
