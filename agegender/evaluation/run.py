@@ -139,9 +139,8 @@ def evaluate(
 
     `crop=face` frames every photograph through the face path, as live.py does, so the
     numbers are what live shows (`match_source` as live's option); `crop=dataset` scores the
-    photographs as stored. A whole
-    folder (`data.root` alone) is scored without the photographs the checkpoint trained or
-    was validated on unless `overlap=keep`."""
+    photographs as stored. A whole folder (`data.root` alone) is scored without the
+    photographs the checkpoint trained or was validated on unless `overlap=keep`."""
     tta = tta or "none"
     if tta not in TTA_CHOICES:
         raise UserError(f"tta={tta}: choose tta=flip or leave it out")
