@@ -27,6 +27,7 @@ def test_the_default_finetune_is_the_measured_best_combination() -> None:
     jitter = cfg["data"]["augment"]["color_jitter"]
     assert jitter["brightness"] and jitter["saturation"]
     assert not jitter["hue"]  # measured in docs/accuracy.md
+    assert cfg["data"]["augment"]["jpeg"] == {"quality": [50, 95], "p": 0.5}
 
 
 @pytest.mark.parametrize("phase", ["frozen", "finetune"])
