@@ -17,8 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from agegender.configs import config_dir
-from agegender.errors import report_user_errors
-from agegender.validation import EVAL, EXPORT, LIVE, TRAIN, validate_entry
+from agegender.errors import UserError, report_user_errors
+from agegender.validation import EVAL, EXPORT, LIVE, SERVE, TRAIN, validate_entry
 
 CONFIG_DIR = str(config_dir())
 
@@ -30,11 +30,16 @@ def _hydra_main(config_name: str):  # noqa: ANN202 (hydra.main's own decorator t
 @_hydra_main("train")
 @report_user_errors
 def _train(cfg: DictConfig) -> float | None:
-    from agegender.training import run_phase
+    from agegender.training import discard_refused_run, run_phase
 
-    validate_entry(cfg, TRAIN)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    summary = run_phase(cfg, run_dir)
+    try:
+        validate_entry(cfg, TRAIN)
+        summary = run_phase(cfg, run_dir)
+    except UserError:
+        if not cfg.get("resume"):  # a resumed run's folder is the user's run: never touched
+            discard_refused_run(run_dir, Path(str(cfg.outputs_dir)))
+        raise
     print(f"\n{summary['phase']} phase done. Run folder: {run_dir}")
     print(f"  best checkpoint: {summary['best_checkpoint']}")
     print(f"  plots:           {run_dir / 'plots'}")
@@ -112,7 +117,13 @@ def _export(cfg: DictConfig) -> None:
         for line in report_lines(result.int8):
             print(f"    {line}")
     if result.format == "onnx":
-        print(f"  run it: python live.py ckpt={result.path}")
+        # the console script where export ran as one (there may be no live.py in that folder)
+        live_command = (
+            "agegender-live"
+            if Path(sys.argv[0]).name.startswith("agegender-")
+            else "python live.py"
+        )
+        print(f"  run it: {live_command} ckpt={result.path}")
 
 
 def export() -> None:
@@ -173,7 +184,7 @@ def evaluate() -> None:
 def _serve(cfg: DictConfig) -> None:
     from agegender.serve.run import run_from_config
 
-    run_from_config(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    run_from_config(validate_entry(cfg, SERVE))
 
 
 def serve() -> None:

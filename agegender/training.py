@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from agegender.checkpoint import (
 )
 from agegender.data.balance import balance_options
 from agegender.data.datamodule import UTKFaceDataModule
+from agegender.data.utkface import check_root
 from agegender.errors import UserError
 from agegender.faces.photo import PhotoCrop
 from agegender.io import write_atomic
@@ -235,6 +237,23 @@ def finite(value: Any) -> Any:
     return value
 
 
+# what Hydra puts in a run folder before train.py's own code runs
+HYDRA_ONLY = {".hydra", "train.log"}
+
+
+def discard_refused_run(run_dir: Path, outputs_dir: Path) -> None:
+    """Remove the run folder Hydra made for a run refused before any work (it holds only
+    Hydra's config copy and the log), and its phase folder if that is left empty, so that a
+    refused command leaves no files behind. A folder holding anything else stays."""
+    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    inside = outputs_dir.resolve() in parent.resolve().parents
+    if inside and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+
+
 def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit one phase, test its best checkpoint, and write metrics.json into run_dir.
 
@@ -252,6 +271,8 @@ def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check_optim(cfg)
     if cfg.data.get("age_balance"):
         balance_options(_container(cfg.data.age_balance))
+    if cfg.data.get("root") and not cfg.data.get("synthetic"):
+        check_root(str(cfg.data.root))  # before the model loads (or downloads) its weights
     resume_from = resume_checkpoint(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir = str(run_dir)  # what ${run_dir} means in the logger/ and callbacks/ configs

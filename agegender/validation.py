@@ -157,7 +157,22 @@ TRAIN = {
     "trainer.max_epochs": Int(1),
     "callbacks.early_stopping.patience": Int(0),
 }
-LIVE = {
+# the detector files' numeric keys (conf/detector/), for live.py and serve.py
+DETECTOR = {
+    "detector.width": Int(16),
+    "detector.threshold": Float(0, 1),
+    "detector.min_face": Int(0),
+    "detector.still_min": Int(16),
+    "detector.still_max": Int(16),
+    "detector.still_work": Int(16),
+    "detector.refine_px": Int(0),
+    "detector.threads": Int(1),
+    "detector.min_size": Int(1),
+    "detector.min_neighbors": Int(0),
+}
+# the tracking and prediction keys live.py and serve.py share
+PIPELINE = {
+    **DETECTOR,
     "detect_every": Int(1),
     "scan_every": Int(1),
     "predict_every": Int(1),
@@ -169,6 +184,9 @@ LIVE = {
     "match_source": BOOL,
     "runtime": RUNTIME,
     "threads": Int(0, optional=True),  # 0 or null: the libraries choose
+}
+LIVE = {
+    **PIPELINE,
     "max_frames": Int(1, optional=True),
     "display": Choice("auto", True, False),
     "save": PATH,
@@ -176,6 +194,17 @@ LIVE = {
     "csv": PATH,
     "stall_timeout": POSITIVE,
     "allow_lost_frames": BOOL,
+}
+SERVE = {
+    **PIPELINE,
+    "workers": Int(1),
+    "host": Rule("str"),
+    "port": Int(0, 65535),  # 0: a free port, printed at start
+    "max_upload_mb": POSITIVE,
+    "max_pixels": Int(1),
+    "max_clients": Int(1),
+    "log_level": Choice("critical", "error", "warning", "info", "debug", "trace"),
+    "access_log": BOOL,
 }
 EXPORT = {
     "opset": Int(17, 30),

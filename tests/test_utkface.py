@@ -128,6 +128,26 @@ def test_folder_without_usable_images_is_an_error(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
+def test_training_checks_the_folder_before_loading_the_model(tmp_path: Path) -> None:
+    from agegender.configs import compose_config
+    from agegender.training import run_phase
+
+    (tmp_path / "data").mkdir()
+    write_face(tmp_path / "data" / "not_a_utkface_name.jpg")
+    # weights the run could never load: the folder is named first
+    cfg = compose_config(
+        "train",
+        "phase=frozen",
+        f"data.root={tmp_path / 'data'}",
+        f"model.weights={tmp_path / 'missing.pth'}",
+        f"outputs_dir={tmp_path / 'out'}",
+    )
+    with pytest.raises(DatasetError, match="no image named the UTKFace way"):
+        run_phase(cfg, tmp_path / "out" / "frozen" / "run")
+    write_face(tmp_path / "data" / "deep" / "26_0_2_20170104023102422.jpg.chip.jpg")
+    utkface.check_root(tmp_path / "data")  # one usable name anywhere below is enough
+
+
 @pytest.mark.parametrize(
     ("age", "band"), [(1, "0-2"), (2, "0-2"), (3, "3-9"), (29, "20-29"), (80, "70-80"), (95, "81+")]
 )

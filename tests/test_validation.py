@@ -23,6 +23,7 @@ from agegender.validation import (
     EVAL,
     EXPORT,
     LIVE,
+    SERVE,
     TRAIN,
     ConfigError,
     MetadataError,
@@ -32,7 +33,7 @@ from agegender.validation import (
 )
 from tests.conftest import run_entry
 
-TABLES = {"train": TRAIN, "live": LIVE, "export": EXPORT, "eval": EVAL}
+TABLES = {"train": TRAIN, "live": LIVE, "export": EXPORT, "eval": EVAL, "serve": SERVE}
 
 
 def composed(name: str, *overrides: str) -> dict:
@@ -89,6 +90,16 @@ def test_the_shipped_defaults_are_valid(name: str) -> None:
         ("eval", ["overlap=maybe"], "overlap=maybe: must be one of skip, keep"),
         ("eval", ["match_source=sometimes"], "match_source=sometimes: must be true or false"),
         ("live", ["match_source=2"], "match_source=2: must be true or false"),
+        ("live", ["detector.width=abc"], "detector.width=abc: must be an integer >= 16"),
+        ("serve", ["port=99999"], "port=99999: must be an integer in [0, 65535]"),
+        ("serve", ["workers=abc"], "workers=abc: must be an integer >= 1"),
+        ("serve", ["max_missed_frames=-1"], "max_missed_frames=-1: must be an integer >= 0"),
+        (
+            "serve",
+            ["log_level=bogus"],
+            "log_level=bogus: must be one of critical, error, warning, info, debug, trace",
+        ),
+        ("serve", ["tta=bogus"], "tta=bogus: must be one of none, flip (or null)"),
         ("export", ["opset=abc"], "opset=abc: must be an integer in [17, 30]"),
         ("export", ["opset=12"], "opset=12: must be an integer in [17, 30]"),
         ("export", ["parity.images=0"], "parity.images=0: must be an integer in [1, 4096]"),
@@ -117,6 +128,7 @@ def test_unknown_keys_and_missing_optional_keys_are_tolerated() -> None:
         ("live.py", "max_frames=-3", "max_frames=-3"),
         ("export.py", "opset=abc", "opset=abc"),
         ("eval.py", "batch_size=0", "batch_size=0"),
+        ("serve.py", "port=abc", "port=abc"),
     ],
 )
 def test_entry_points_print_one_line_and_exit_2(
@@ -126,6 +138,8 @@ def test_entry_points_print_one_line_and_exit_2(
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0] and "must be" in lines[0], result.stderr
+    # a refused command leaves no file behind (train.py's Hydra run folder included)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 # -- fuzz ------------------------------------------------------------------------------------
@@ -293,3 +307,15 @@ def test_an_onnx_model_with_a_float_input_is_one_line(brief_onnx: Path, tmp_path
     assert np.isfinite(
         OnnxPredictor(brief_onnx).predict_batch(np.zeros((1, 3, 64, 64), np.uint8))
     ).all()
+
+
+def test_a_device_this_machine_lacks_or_torch_does_not_know_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, untrained_checkpoint: Path
+) -> None:
+    from agegender.inference.backends import load_predictor
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="device=cuda: this machine has no usable cuda device"):
+        load_predictor(untrained_checkpoint, device="cuda")
+    with pytest.raises(UserError, match="device=gpu: not a torch device"):
+        load_predictor(untrained_checkpoint, device="gpu")

@@ -220,6 +220,25 @@ def discover(
     return Discovery(root=root, samples=samples, skipped=skipped, above=above)
 
 
+def check_root(root: str | Path) -> None:
+    """Stop at once on a data.root that is not a folder or holds no UTKFace-named image, before
+    a training run loads its weights; discover() does the full scan later."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"data.root={root} does not exist or is not a folder. {DOWNLOAD_HELP}")
+    for path in walk_files(root, Counter()):
+        if not path.name.startswith(".") and _is_image_name(path.name):
+            try:
+                parse_name(path.name)
+                return
+            except MalformedNameError:
+                continue
+    raise DatasetError(
+        f"data.root={root} holds no image named the UTKFace way "
+        f"(AGE_GENDER_RACE_DATE.jpg). {DOWNLOAD_HELP}"
+    )
+
+
 # Age bands for stratified splitting and for the evaluation breakdowns.
 AGE_BANDS = ((0, 2), (3, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, 80))
 

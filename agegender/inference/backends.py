@@ -16,6 +16,19 @@ from agegender.inference.predictor import Predictor, TorchPredictor
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
+def check_device(device: str) -> None:
+    """One line, before any loading, for a device torch does not know or this machine lacks."""
+    import torch
+
+    try:
+        kind = torch.device(str(device)).type
+    except RuntimeError as error:
+        raise UserError(f"device={device}: not a torch device; use cpu, cuda or cuda:N") from error
+    usable = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if kind in usable and not usable[kind]():
+        raise UserError(f"device={device}: this machine has no usable {kind} device; use cpu")
+
+
 def resolve_runtime(runtime: str, device: str) -> str:
     """`torch` or `onnxruntime` for a checkpoint: auto means onnxruntime on a CPU, torch on
     an accelerator (onnxruntime here has only its CPU provider)."""
@@ -41,6 +54,7 @@ def load_predictor(
     on the CPU and torch on an accelerator. `threads` caps onnxruntime's thread pool
     (torch's is set process-wide by the caller).
     """
+    check_device(device)
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         if runtime == "torch":
