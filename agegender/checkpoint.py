@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import sys
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -85,14 +86,52 @@ def net_config(meta: dict[str, Any]) -> NetConfig:
     return NetConfig(**{key: value for key, value in meta["net"].items() if key in known})
 
 
+def _foreign_file(path: Path) -> str | None:
+    """Why a file is plainly not a training checkpoint, from its name and first bytes; None
+    when it may be one (torch.load then decides)."""
+    if path.suffix.lower() == ".onnx":
+        return (
+            "an exported ONNX model, not a training checkpoint; pass the .ckpt it was "
+            "exported from (live.py, eval.py and serve.py run the .onnx itself)"
+        )
+    with path.open("rb") as file:
+        head = file.read(2)
+    if head == b"PK":  # torch's zip format, or a TorchScript archive
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return None
+        if any(name.endswith("/constants.pkl") for name in names):
+            return (
+                "a TorchScript export, which is never loaded here; pass the training "
+                "checkpoint (.ckpt) or the ONNX export (.onnx)"
+            )
+        return None
+    if head[:1] == b"\x80":  # a pickle, torch's older format
+        return None
+    return (
+        "not a PyTorch file (neither a zip archive nor a pickle: empty, cut short or another "
+        "kind of file); use a .ckpt written by train.py"
+    )
+
+
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Load a training checkpoint into an AgeGenderNet in eval mode, on the CPU."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path}: a folder; pass the .ckpt file itself (a run keeps it in "
+            f"checkpoints/best.ckpt), or ckpt=latest for the newest"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint not found: {path}. Train one first (python train.py phase=frozen) "
             f"or pass ckpt=PATH of an existing .ckpt (ckpt=latest picks the newest)"
         )
+    foreign = _foreign_file(path)
+    if foreign:
+        raise CheckpointError(f"{path}: {foreign}")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -36,9 +36,14 @@ def test_missing_checkpoint_names_the_file_and_the_fix(tmp_path: Path) -> None:
 
 def test_garbage_and_foreign_files_are_rejected(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.ckpt"
-    garbage.write_bytes(os.urandom(256))
-    with pytest.raises(CheckpointError, match="not a readable"):
+    garbage.write_bytes(b"\x00" + os.urandom(255))
+    with pytest.raises(CheckpointError, match="not a PyTorch file"):
         load_checkpoint(garbage)
+    cut = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, cut)
+    cut.write_bytes(cut.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint.*complete"):
+        load_checkpoint(cut)
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match="not an agegender checkpoint"):
@@ -50,3 +55,18 @@ def test_pickled_code_is_never_run(tmp_path: Path) -> None:
     torch.save({"state_dict": {}, "agegender": Payload()}, evil)
     with pytest.raises(CheckpointError, match="not a readable"):
         load_checkpoint(evil)
+
+
+def test_exports_and_folders_passed_as_checkpoints_are_named_for_what_they_are(
+    tmp_path: Path,
+) -> None:
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\x08\x07")
+    with pytest.raises(CheckpointError, match="exported ONNX model.*the .ckpt it was exported"):
+        load_checkpoint(onnx_file)
+    scripted = tmp_path / "model.torchscript.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), scripted)
+    with pytest.raises(CheckpointError, match="TorchScript export, which is never loaded"):
+        load_checkpoint(scripted)
+    with pytest.raises(CheckpointError, match="a folder; pass the .ckpt file itself"):
+        load_checkpoint(tmp_path)

@@ -406,7 +406,7 @@ def test_bad_input_is_a_clear_user_error(
     model, cfg, error, message = {
         "empty folder": (best, {"root": str(tmp_path / "empty")}, DatasetError, "no usable"),
         "no split": (untrained_checkpoint, {}, EvalDataError, "pass data.root=PATH"),
-        "bad checkpoint": (garbage, {}, CheckpointError, "not a readable PyTorch checkpoint"),
+        "bad checkpoint": (garbage, {}, CheckpointError, "not a PyTorch file"),
         "bad tta": (best, {}, UserError, "tta=mirror"),
     }[case]
     with pytest.raises(error, match=message):

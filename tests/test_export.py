@@ -124,6 +124,6 @@ def test_a_bad_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a checkpoint")
     result = run_entry("export.py", f"ckpt={garbage}")
     assert result.returncode == 2
-    assert result.stderr.startswith(f"error: {garbage}: not a readable PyTorch checkpoint")
+    assert result.stderr.startswith(f"error: {garbage}: not a PyTorch file")
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.ckpt"]
