@@ -53,6 +53,12 @@ def default_out_dir(model_path: Path) -> Path:
 def check_out_dir(out: Path, model_path: Path) -> None:
     """Refuse a report folder whose files would replace a training run's own (its metrics.json)
     or the model itself; one line, before anything is written."""
+    if out.exists() and not out.is_dir():
+        what = "the model" if out.resolve() == model_path.resolve() else "a file"
+        raise PathClashError(
+            f"out={out}: this is {what}, and the report is a folder of files; choose a folder "
+            f"for out= (the default is <run>/eval)"
+        )
     marker = next((name for name in RUN_MARKERS if (out / name).exists()), None)
     metrics = out / "metrics.json"
     if marker is None and metrics.is_file():

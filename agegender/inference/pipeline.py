@@ -389,6 +389,8 @@ def run_from_config(cfg: Mapping[str, Any]) -> RunSummary:
     )
     stages = ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items())
     print(f"live: ms per frame: {stages}")
+    if not display and not written:
+        print("live: nothing shown (no window) or written; save=, jsonl= or csv= keep results")
     if summary.problem:
         allowed = bool(cfg.get("allow_lost_frames", False))
         print(
