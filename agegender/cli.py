@@ -8,6 +8,7 @@ stderr and exit status 2.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from pathlib import Path
@@ -16,15 +17,28 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from agegender.configs import config_dir
+from agegender.configs import config_dir, group_options
 from agegender.errors import UserError, report_user_errors
-from agegender.validation import EVAL, EXPORT, LIVE, SERVE, TRAIN, validate_entry
+from agegender.validation import EVAL, EXPORT, LIVE, SERVE, TRAIN, ConfigError, validate_entry
 
 CONFIG_DIR = str(config_dir())
 
 
 def _hydra_main(config_name: str):  # noqa: ANN202 (hydra.main's own decorator type)
     return hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
+
+
+@report_user_errors
+def _check_groups() -> None:
+    """`group=option` naming no file of conf/<group>/ (detector=bogus, phase=bogus) is one
+    line and exit 2, before Hydra would answer with many lines. Sweeps (a,b) pass through."""
+    for argument in sys.argv[1:]:
+        name, equals, value = argument.lstrip("+").partition("=")
+        if not equals or not re.fullmatch(r"\w+", name) or not re.fullmatch(r"[\w-]+", value):
+            continue
+        options = group_options(name)
+        if options and value not in options and value != "null":
+            raise ConfigError(f"{name}={value}: unknown; choose one of {', '.join(options)}")
 
 
 @_hydra_main("train")
@@ -55,6 +69,7 @@ def train() -> None:
     from agegender.resume import expand_resume_or_exit
 
     sys.argv = expand_resume_or_exit(sys.argv)
+    _check_groups()
     _train()
 
 
@@ -85,6 +100,7 @@ def live() -> None:
 
     Exit status: 0 done, 2 bad input, 3 the source lost frames (unless
     allow_lost_frames=true), 130 interrupted."""
+    _check_groups()
     _live()
 
 
@@ -128,6 +144,7 @@ def _export(cfg: DictConfig) -> None:
 
 def export() -> None:
     """`agegender-export ckpt=latest` writes a parity-checked model.onnx (conf/export.yaml)."""
+    _check_groups()
     _export()
 
 
@@ -176,6 +193,7 @@ def _evaluate(cfg: DictConfig) -> float:
 
 def evaluate() -> None:
     """`agegender-eval ckpt=latest` (the run's saved test split) or `data.root=PATH`."""
+    _check_groups()
     _evaluate()
 
 
@@ -190,4 +208,5 @@ def _serve(cfg: DictConfig) -> None:
 def serve() -> None:
     """`agegender-serve ckpt=PATH|latest [port=8000] [host=127.0.0.1]`: the web app and REST
     API (conf/serve.yaml); a missing checkpoint or a busy port is one line and exit 2."""
+    _check_groups()
     _serve()

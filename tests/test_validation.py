@@ -319,3 +319,16 @@ def test_a_device_this_machine_lacks_or_torch_does_not_know_is_one_line(
         load_predictor(untrained_checkpoint, device="cuda")
     with pytest.raises(UserError, match="device=gpu: not a torch device"):
         load_predictor(untrained_checkpoint, device="gpu")
+
+
+@pytest.mark.parametrize(
+    ("script", "override"), [("live.py", "detector=bogus"), ("train.py", "phase=bogus")]
+)
+def test_an_unknown_config_group_option_is_one_line(
+    script: str, override: str, tmp_path: Path
+) -> None:
+    result = run_entry(script, override, f"outputs_dir={tmp_path}", timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{override}: unknown; choose one of" in lines[0], result.stderr
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
