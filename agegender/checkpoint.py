@@ -116,9 +116,9 @@ def _foreign_file(path: Path) -> str | None:
     )
 
 
-def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
-    """Load a training checkpoint into an AgeGenderNet in eval mode, on the CPU."""
-    path = Path(path)
+def check_checkpoint_file(path: Path) -> None:
+    """CheckpointError unless `path` may be a training checkpoint: a file, not a folder, an
+    export or something that is no PyTorch file (what it holds is load_checkpoint's check)."""
     if path.is_dir():
         raise CheckpointError(
             f"{path}: a folder; pass the .ckpt file itself (a run keeps it in "
@@ -132,6 +132,12 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     foreign = _foreign_file(path)
     if foreign:
         raise CheckpointError(f"{path}: {foreign}")
+
+
+def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """Load a training checkpoint into an AgeGenderNet in eval mode, on the CPU."""
+    path = Path(path)
+    check_checkpoint_file(path)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

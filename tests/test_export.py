@@ -127,3 +127,10 @@ def test_a_bad_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"error: {garbage}: not a PyTorch file")
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.ckpt"]
+
+
+def test_an_onnx_export_passed_as_the_checkpoint_is_named_as_such(brief_onnx: Path) -> None:
+    result = run_entry("export.py", f"ckpt={brief_onnx}")
+    assert result.returncode == 2
+    assert "an exported ONNX model, not a training checkpoint" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr

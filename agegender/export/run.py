@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from agegender.checkpoint import load_checkpoint
+from agegender.checkpoint import check_checkpoint_file, load_checkpoint
 from agegender.deployed import (
     AGE_TOLERANCE,
     MIN_OPSET,
@@ -131,6 +131,7 @@ def export(
     checkpoint = Path(checkpoint)
     target = output_path(checkpoint, out, fmt)
     outputs = {"out": target, "int8": int8_path(target) if quantize == "int8" else None}
+    check_checkpoint_file(checkpoint)  # an .onnx passed as ckpt is named as such first
     check_outputs(outputs, {"ckpt": checkpoint})
     loaded = load_checkpoint(checkpoint)
     meta = export_meta(loaded.meta, checkpoint)

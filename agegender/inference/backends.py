@@ -84,8 +84,9 @@ def open_predictor(
     """The Predictor for ckpt=PATH|latest (see `load_predictor` for `runtime`)."""
     path = resolve_checkpoint(None if spec is None else str(spec), outputs_dir)
     if not path.is_file():
+        what = "a folder, not a model file" if path.is_dir() else "no such file"
         raise CheckpointError(
-            f"ckpt={path}: no such file; pass a .ckpt written by train.py, an .onnx written "
+            f"ckpt={path}: {what}; pass a .ckpt written by train.py, an .onnx written "
             f"by export.py, or ckpt=latest"
         )
     return load_predictor(path, device=device, threads=threads, runtime=runtime)
