@@ -227,6 +227,13 @@ def find_latest(outputs_dir: str | Path) -> Path | None:
     return None
 
 
+def home_folder(model_path: Path) -> Path:
+    """Where a model's outputs go by default: the run folder for a model inside
+    `<run>/checkpoints/`, else the model's own folder (eval's report, export's file)."""
+    folder = model_path.parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 def resolve_checkpoint(spec: str | Path | None, outputs_dir: str | Path = "outputs") -> Path:
     """`latest` -> newest finished best checkpoint (finetune before frozen), said on stdout;
     otherwise the path itself."""

@@ -134,3 +134,14 @@ def test_an_onnx_export_passed_as_the_checkpoint_is_named_as_such(brief_onnx: Pa
     assert result.returncode == 2
     assert "an exported ONNX model, not a training checkpoint" in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+def test_the_default_export_goes_to_the_run_folder_as_the_demo_puts_it() -> None:
+    from agegender.export.run import output_path
+
+    in_run = Path("outputs/frozen/2026-01-01_00-00-00/checkpoints/best.ckpt")
+    assert output_path(in_run, None, "onnx") == Path(
+        "outputs/frozen/2026-01-01_00-00-00/model.onnx"
+    )
+    loose = Path("models/best.ckpt")
+    assert output_path(loose, None, "torchscript") == Path("models/model.torchscript.pt")

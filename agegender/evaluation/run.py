@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from agegender.checkpoint import home_folder
 from agegender.errors import UserError
 from agegender.evaluation import plots
 from agegender.evaluation.data import EvalSet, load_eval_set
@@ -46,8 +47,7 @@ class EvalResult:
 
 def default_out_dir(model_path: Path) -> Path:
     """`<run>/eval` for a model inside `<run>/checkpoints/`, else `eval` beside the model."""
-    folder = model_path.parent
-    return (folder.parent if folder.name == "checkpoints" else folder) / "eval"
+    return home_folder(model_path) / "eval"
 
 
 def check_out_dir(out: Path, model_path: Path) -> None:

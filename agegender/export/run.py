@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from agegender.checkpoint import check_checkpoint_file, load_checkpoint
+from agegender.checkpoint import check_checkpoint_file, home_folder, load_checkpoint
 from agegender.deployed import (
     AGE_TOLERANCE,
     MIN_OPSET,
@@ -55,12 +55,13 @@ class ExportResult:
 
 
 def output_path(checkpoint: Path, out: str | Path | None, fmt: str) -> Path:
-    """`out` (a file, or a folder to put the default name in), else beside the checkpoint.
+    """`out` (a file, or a folder to put the default name in), else the run folder of a
+    checkpoint in `<run>/checkpoints/` (where make demo puts it too), or beside it.
 
     A file name must carry the format's suffix: live.py and eval.py pick the backend from it.
     """
     if not out:
-        return checkpoint.parent / FILE_NAMES[fmt]
+        return home_folder(checkpoint) / FILE_NAMES[fmt]
     folder = str(out).endswith(("/", os.sep))
     out = Path(out).expanduser()
     if folder or out.is_dir():
