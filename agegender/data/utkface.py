@@ -143,6 +143,14 @@ def walk_files(root: Path, skipped: Counter) -> list[Path]:
     return sorted(files)
 
 
+def root_folder(root: str | Path) -> Path:
+    """data.root as a folder path; DatasetError (with where to get UTKFace) when it is not one."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"data.root={root} does not exist or is not a folder. {DOWNLOAD_HELP}")
+    return root
+
+
 def discover(
     root: str | Path,
     age_range: tuple[int, int] = (1, 80),
@@ -158,9 +166,7 @@ def discover(
     """
     if above_range not in ABOVE_RANGE:
         raise DatasetError(f"data.above_range={above_range}: choose skip or train")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"data.root={root} does not exist or is not a folder. {DOWNLOAD_HELP}")
+    root = root_folder(root)
     index = DigestIndex(digest_index)
     skipped: Counter = Counter()
     samples: list[Sample] = []
@@ -223,9 +229,7 @@ def discover(
 def check_root(root: str | Path) -> None:
     """Stop at once on a data.root that is not a folder or holds no UTKFace-named image, before
     a training run loads its weights; discover() does the full scan later."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"data.root={root} does not exist or is not a folder. {DOWNLOAD_HELP}")
+    root = root_folder(root)
     for path in walk_files(root, Counter()):
         if not path.name.startswith(".") and _is_image_name(path.name):
             try:
