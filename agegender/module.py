@@ -27,6 +27,8 @@ from agegender.losses import DistributionAgeLoss, TaskWeighting, build_age_loss
 from agegender.model import AgeGenderNet, NetConfig
 
 STAGES = ("train", "val", "test")
+# Shown on the progress bar during fit (train/ and val/); every metric reaches the loggers.
+PROGRESS_BAR_METRICS = ("loss", "age_mae", "gender_acc")
 # optim.optimizer when a module is built without one (train.yaml sets it)
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.0e-3}
 
@@ -128,8 +130,11 @@ class AgeGenderModule(L.LightningModule):
         if stage == "val":
             self.val_gender_logits.update(gender_logit.detach().float())
             self.val_gender_labels.update(gender)
-        # Metric objects are reduced across processes by torchmetrics itself.
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "test")
+        # Metric objects are reduced across processes by torchmetrics itself. The progress
+        # bar shows the three numbers worth watching; the rest go to the loggers only.
+        for name, metric in metrics.items(keep_base=False, copy_state=False):
+            shown = stage != "test" and name.rsplit("/", 1)[-1] in PROGRESS_BAR_METRICS
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=shown)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

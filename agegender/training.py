@@ -43,6 +43,27 @@ PHASES = ("frozen", "finetune")
 # The backbone blocks below `trainable_from` are kept in eval mode on purpose (their batch-norm
 # statistics stay ImageNet's); Lightning warns about every such module at each fit.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Lightning's own use of a torch API that newer torch deprecates: nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def route_lightning_logs() -> None:
+    """Lightning's messages once, through the handlers Hydra set up (console and train.log).
+
+    Lightning gives its "lightning" logger a console handler of its own at import, and the
+    records also reach the root logger's: every line would print twice. Without root handlers
+    (hydra/job_logging=disabled) Lightning's handler stays, so nothing goes silent.
+    """
+    if logging.getLogger().hasHandlers():
+        logging.getLogger("lightning").handlers.clear()
+    # Lightning's hosted-logger advert on every fit.
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _not_an_advert not in rank_zero.filters:
+        rank_zero.addFilter(_not_an_advert)
 
 
 def _container(config: DictConfig) -> dict[str, Any]:
@@ -260,6 +281,7 @@ def run_phase(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     The run folder holds a RUNNING marker until metrics.json is written; resume=RUN_DIR
     continues a killed run from its last.ckpt.
     """
+    route_lightning_logs()
     L.seed_everything(int(cfg.seed), workers=True)
     # A backbone without ImageNet weights drives activations into denormal floats, which x86
     # CPUs compute many times slower; flushing them to zero changes no result

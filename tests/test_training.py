@@ -71,6 +71,10 @@ def test_finetune_starts_from_the_newest_finished_frozen_best(trained_run: Path)
     finetune_run = next((outputs / "finetune").iterdir())
     log = (finetune_run / "train.log").read_text()
     assert f"finetune starts from {best}" in log
+    # Lightning's lines once on the console (not also through its own handler), and in the log.
+    console = result.stdout + result.stderr
+    assert console.count("Seed set to") == 1 and "Seed set to" in log, console[-3000:]
+    assert "litlogger" not in console
     # The blocks below features[4] stay frozen in finetune, so they must be exactly the
     # frozen run's trained weights (random init or a decoy would differ).
     start = torch.load(best, weights_only=True)["state_dict"]
