@@ -49,6 +49,17 @@ def test_the_sampler_draws_a_rare_age_as_often_as_a_common_one() -> None:
     assert 0.42 < drawn[70] / sum(drawn.values()) < 0.58  # 0.10 without balancing
 
 
+def test_the_training_log_says_how_much_more_often_the_old_are_drawn(caplog) -> None:
+    ages = [25] * 90 + [70] * 10
+    with caplog.at_level("INFO", logger="agegender.data.balance"):
+        balanced_sampler(ages, {"power": 1.0, "smooth": 0})
+        balanced_sampler([5] * 10 + [25] * 10, {"power": 0.5, "smooth": 2})
+    first, second = caplog.messages
+    # power 1: weights 1/90 against 1/10, so a face of 70 is drawn nine times as often
+    assert first.endswith("a face aged 70 or more is drawn 9.0x as often as one in its twenties")
+    assert second == "age-balanced sampling (power 0.5, smooth 2 years)"  # no one aged 70+
+
+
 @pytest.mark.parametrize(
     "setting", [{"power": 0}, {"power": 2}, {"smooth": -1}, {"powr": 0.5}, {"power": "x"}]
 )

@@ -9,6 +9,7 @@ equally common; 0.5, the usual choice: half-way on a log scale).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,8 @@ import numpy as np
 from torch.utils.data import WeightedRandomSampler
 
 from agegender.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class AgeBalanceError(UserError):
@@ -59,5 +62,19 @@ def balance_options(setting: Mapping[str, Any]) -> tuple[float, float]:
 
 def balanced_sampler(ages: Sequence[float], setting: Mapping[str, Any]) -> WeightedRandomSampler:
     """An epoch of len(ages) draws, with replacement, weighted by `age_weights`."""
-    weights = age_weights(ages, *balance_options(setting))
+    power, smooth = balance_options(setting)
+    weights = age_weights(ages, power, smooth)
+    log.info(
+        "age-balanced sampling (power %g, smooth %g years)%s", power, smooth, _effect(ages, weights)
+    )
     return WeightedRandomSampler(weights.tolist(), num_samples=len(weights), replacement=True)
+
+
+def _effect(ages: Sequence[float], weights: np.ndarray) -> str:
+    """What the weights do to the old against the most common faces, for the training log."""
+    ages = np.asarray(ages, dtype=np.float64)
+    old, twenties = weights[ages >= 70], weights[(ages >= 20) & (ages < 30)]
+    if not len(old) or not len(twenties):
+        return ""
+    ratio = old.mean() / twenties.mean()
+    return f": a face aged 70 or more is drawn {ratio:.1f}x as often as one in its twenties"
